@@ -1,0 +1,15 @@
+//! Types shared byte for byte by odiglet's eBPF programs (`odiglet-ebpf`) and user space.
+//!
+//! Everything here is `#[repr(C)]` plain data: `u32` kind constants and `u8`/`u32` flags
+//! instead of Rust enums or `bool` (any bit pattern the kernel writes must be a valid value),
+//! fixed-length arrays, and a compile-time size assertion per type so a layout change on one
+//! side cannot go unnoticed. The only logic is the length-checked decoder behind the `user`
+//! feature, which also adds the `aya::Pod` impls user space needs to read and write maps.
+#![no_std]
+
+pub mod lifecycle;
+
+#[cfg(feature = "user")]
+mod decode;
+#[cfg(feature = "user")]
+pub use decode::{DecodeError, LifecycleRecord, decode_record};

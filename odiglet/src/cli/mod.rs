@@ -1,0 +1,88 @@
+//! The command line: one module per subcommand. Each turns its arguments into the owning
+//! module's configuration, validates it once, and runs.
+
+mod output;
+mod processes;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogOptions;
+
+/// Exit code for invalid usage or configuration (sysexits' EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code for failures while running.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// odiglet: Odigos' node agent.
+#[derive(Debug, Parser)]
+#[command(name = "odiglet", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream process exec, fork and exit events from the lifecycle probe until interrupted.
+    Processes(processes::ProcessesArgs),
+}
+
+/// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
+#[derive(Debug)]
+pub enum CliError {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl From<crate::telemetry::TelemetryError> for CliError {
+    fn from(error: crate::telemetry::TelemetryError) -> Self {
+        Self::Usage(error.into())
+    }
+}
+
+/// Runs the parsed command and maps its outcome to an exit code.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Processes(args) => processes::execute(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report_error(&error);
+            match error {
+                CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
+                CliError::Runtime(_) => ExitCode::from(EXIT_FAILURE),
+            }
+        }
+    }
+}
+
+/// Prints an error and its causes as one line.
+pub fn report_error(error: &CliError) {
+    let (CliError::Usage(error) | CliError::Runtime(error)) = error;
+    output::error_line(&format!("odiglet: {error:#}"));
+}
+
+/// A multi-threaded runtime for long-running subcommands.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(anyhow::Error::new(e).context("cannot start the runtime")))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn interrupted() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
