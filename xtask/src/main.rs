@@ -1,1 +1,71 @@
-fn main() {}
+//! Project tasks. `cargo xtask ci` is what `.ci/run` calls; every step installs or builds what
+//! it needs and says so in one line.
+#![expect(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports progress on the terminal")]
+
+mod bench;
+mod build_ebpf;
+mod exec;
+mod lint;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "odiglet project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install, idempotently, the eBPF toolchain and what the tests need.
+    Setup,
+    /// Build the eBPF objects (odiglet-ebpf) for bpfel-unknown-none.
+    BuildEbpf,
+    /// cargo fmt --check, clippy for the host and for the eBPF target.
+    Lint,
+    /// Run every test (privileged ones too when root).
+    Test,
+    /// What CI runs: setup, build-ebpf, lint, test.
+    Ci,
+    /// Run the benchmarks (see BENCHMARKS.md).
+    Bench,
+    /// Set up, build and run odiglet (default: `processes`, streaming process events).
+    Run {
+        /// Arguments for odiglet.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => build_ebpf::run(),
+        Task::Lint => lint::run(),
+        Task::Test => test::run(),
+        Task::Ci => ci(),
+        Task::Bench => bench::run(),
+        Task::Run { args } => run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ci() -> anyhow::Result<()> {
+    setup::run()?;
+    build_ebpf::run()?;
+    lint::run()?;
+    test::run()
+}

