@@ -1,0 +1,7 @@
+//! odiglet's integration tests: one binary, one module per component. Privileged tests (eBPF,
+//! cgroups, namespaces) run as root; elsewhere they print a loud skip, and with `CI=true` they
+//! fail instead of skipping.
+
+mod support;
+
+mod process_lifecycle;

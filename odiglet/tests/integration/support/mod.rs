@@ -1,0 +1,3 @@
+//! Shared test support: privilege checks, deadlines and process helpers.
+
+pub mod privileges;
