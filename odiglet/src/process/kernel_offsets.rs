@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(off.mm_arg_end, off.mm_arg_start + 8);
         assert_eq!(off.mm_env_end, off.mm_env_start + 8);
         assert_eq!(off.upid_nr, 0);
-        assert_eq!(off.upid_size, 16, "struct upid is { int nr; struct pid_namespace *ns; }");
+        assert_eq!(off.upid_size, 16, "struct upid is {{ int nr; struct pid_namespace *ns; }}");
     }
 
     #[test]

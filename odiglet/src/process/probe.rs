@@ -390,7 +390,8 @@ mod tests {
     fn exec_record_becomes_event() {
         let mut containers = ContainerResolver::new(Path::new("/nonexistent"));
         let clock = BootClock::fixed(1_000, 5_000);
-        let record = exec_record(b"/bin/echo", b"/bin/echo\0hello world\0\0x\0");
+        let mut record = exec_record(b"/bin/echo", b"/bin/echo\0hello world\0\0x\0");
+        record.header.boot_ns = 8_000;
         let event = to_event(
             LifecycleRecord::Exec(record),
             &clock,

@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn env_filter_applies_to_the_scan() {
         let mut containers = ContainerResolver::new(Path::new("/proc"));
-        let filter = ProcessFilter::new(Some("ODIGLET_SCAN_TEST_NO_SUCH_VARIABLE"), &[]).unwrap();
+        let filter = ProcessFilter::new(Some("ODIGLET_TEST_NO_SUCH_VAR"), &[]).unwrap();
         let events = existing_processes(Path::new("/proc"), &filter, &mut containers, 1);
         assert!(events.is_empty(), "no process carries the variable: {events:?}");
     }
