@@ -132,7 +132,7 @@ unsafe fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
     // SAFETY: kernel string read into our buffer; truncation is fine for a map key.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(interp as *const u8, &mut scratch.exe_key) };
     // SAFETY: a read-only lookup whose value we do not keep.
-    if unsafe { IGNORED_EXES.get(&scratch.exe_key) }.is_some() {
+    if unsafe { IGNORED_EXES.get(scratch.exe_key) }.is_some() {
         count(COUNTER_IGNORED);
         return Ok(());
     }
@@ -145,7 +145,7 @@ unsafe fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
 
-    if TRACKED_PROCESSES.insert(&tgid, &1, 0).is_err() {
+    if TRACKED_PROCESSES.insert(tgid, 1, 0).is_err() {
         count(COUNTER_TRACK_FAILED);
     }
 
@@ -256,8 +256,8 @@ fn starts_with_filter(chunk: &[u64; ENV_CHUNK / 8]) -> bool {
         // SAFETY: plain reads of our own read-only global; `i` is within both arrays.
         let (want, mask) = unsafe {
             (
-                core::ptr::read_volatile((&raw const LIFECYCLE_CONFIG.env_filter[i])),
-                core::ptr::read_volatile((&raw const LIFECYCLE_CONFIG.env_filter_mask[i])),
+                core::ptr::read_volatile(&raw const LIFECYCLE_CONFIG.env_filter[i]),
+                core::ptr::read_volatile(&raw const LIFECYCLE_CONFIG.env_filter_mask[i]),
             )
         };
         if chunk[i] & mask != want {
@@ -286,29 +286,16 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
     }
     let parent = current_tgid();
     // SAFETY: a read-only lookup whose value we do not keep.
-    if unsafe { TRACKED_PROCESSES.get(&parent) }.is_none() {
+    if unsafe { TRACKED_PROCESSES.get(parent) }.is_none() {
         return Ok(());
     }
-    if TRACKED_PROCESSES.insert(&child_tgid, &1, 0).is_err() {
+    if TRACKED_PROCESSES.insert(child_tgid, 1, 0).is_err() {
         count(COUNTER_TRACK_FAILED);
     }
-    let header = ProcessHeader {
-        kind: PROCESS_FORK,
-        pid: child_tgid,
-        ppid: parent,
-        // SAFETY: as above.
-        vpid: unsafe { task_vpid(child, &off) }.unwrap_or(0),
-        // The child runs in its parent's cgroup until something moves it.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    if LIFECYCLE_EVENTS
-        .output::<ProcessHeader>(&header, 0)
-        .is_err()
-    {
-        count(COUNTER_RINGBUF_FULL);
-    }
+    // SAFETY: `child` is this tracepoint's new task_struct *.
+    let vpid = unsafe { task_vpid(child, &off) }.unwrap_or(0);
+    // The child runs in its parent's cgroup (current's) until something moves it.
+    emit_header(PROCESS_FORK, child_tgid, parent, vpid);
     Ok(())
 }
 
@@ -324,18 +311,32 @@ unsafe fn try_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
         return Ok(()); // a thread other than the main one
     }
     // SAFETY: a read-only lookup whose value we do not keep.
-    if unsafe { TRACKED_PROCESSES.get(&tgid) }.is_none() {
+    if unsafe { TRACKED_PROCESSES.get(tgid) }.is_none() {
         return Ok(());
     }
-    let _ = TRACKED_PROCESSES.remove(&tgid);
+    let _ = TRACKED_PROCESSES.remove(tgid);
+    // SAFETY: `task` is the exiting task_struct * (current).
+    let (ppid, vpid) = unsafe {
+        (
+            parent_tgid(task, &off).unwrap_or(0),
+            task_vpid(task, &off).unwrap_or(0),
+        )
+    };
+    emit_header(PROCESS_EXIT, tgid, ppid, vpid);
+    Ok(())
+}
+
+/// Sends a header-only record; cgroup and comm are the current task's.
+fn emit_header(kind: u32, pid: u32, ppid: u32, vpid: u32) {
+    // SAFETY: helpers without arguments, callable from any tracing program.
+    let (cgroup_id, boot_ns) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_boot_ns()) };
     let header = ProcessHeader {
-        kind: PROCESS_EXIT,
-        pid: tgid,
-        // SAFETY: `task` is the exiting task_struct * (current).
-        ppid: unsafe { parent_tgid(task, &off) }.unwrap_or(0),
-        vpid: unsafe { task_vpid(task, &off) }.unwrap_or(0),
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        kind,
+        pid,
+        ppid,
+        vpid,
+        cgroup_id,
+        boot_ns,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     if LIFECYCLE_EVENTS
@@ -344,7 +345,6 @@ unsafe fn try_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     {
         count(COUNTER_RINGBUF_FULL);
     }
-    Ok(())
 }
 
 #[cfg(not(test))]

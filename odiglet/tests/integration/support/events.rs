@@ -74,13 +74,6 @@ impl Events {
         })
         .await;
     }
-
-    pub fn count(&self, kind: ProcessEventKind, pid: u32) -> usize {
-        self.seen
-            .iter()
-            .filter(|e| e.kind == kind && e.pid == pid)
-            .count()
-    }
 }
 
 /// True when the event's command line contains `arg`.
