@@ -9,6 +9,7 @@
 mod bench;
 mod build_ebpf;
 mod exec;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
@@ -35,10 +36,16 @@ enum Task {
     Lint,
     /// Run every test (privileged ones too when root).
     Test,
-    /// What CI runs: setup, build-ebpf, lint, test.
+    /// What CI runs: setup, build-ebpf, lint, test, fuzz.
     Ci,
     /// Run the benchmarks (see BENCHMARKS.md).
     Bench,
+    /// Run every fuzz target for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::CI_SECONDS_PER_TARGET)]
+        seconds: u32,
+    },
     /// Set up, build and run odiglet (default: `processes`, streaming process events).
     Run {
         /// Arguments for odiglet.
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Ci => ci(),
         Task::Bench => bench::run(),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Run { args } => run::run(&args),
     };
     match result {
@@ -71,5 +79,6 @@ fn ci() -> anyhow::Result<()> {
     setup::run()?;
     build_ebpf::run()?;
     lint::run()?;
-    test::run()
+    test::run()?;
+    fuzz::run(fuzz::CI_SECONDS_PER_TARGET)
 }

