@@ -1,5 +1,7 @@
 //! Skip-or-fail for tests that need root and a working BPF subsystem.
 
+use std::io::Write;
+
 /// True when the test may run. Otherwise prints `SKIPPED (needs root/BPF): <reason>` and
 /// returns false, or panics when `CI=true`: CI must never skip these tests.
 #[must_use]
@@ -22,10 +24,12 @@ pub fn privileged(test: &str) -> bool {
             panic!("{test}: needs root/BPF but CI=true: {reason}")
         }
         Some(reason) => {
-            #[expect(clippy::print_stderr, reason = "the skip must be loud in test output")]
-            {
-                eprintln!("SKIPPED (needs root/BPF): {test}: {reason}");
-            }
+            // Written to the stderr handle, not through `eprintln!`, which libtest captures
+            // and hides for passing tests: a skip must be loud.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED (needs root/BPF): {test}: {reason}"
+            );
             false
         }
     }
