@@ -15,7 +15,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_cgroup_id, bpf_probe_read_user, bpf_probe_read_user_str},
     },
     macros::{map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use odiglet_common::lifecycle::{
@@ -37,9 +37,11 @@ static LIFECYCLE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static LIFECYCLE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
-/// Thread-group ids whose forks and exit we report.
+/// Thread-group ids whose forks and exit we report. A plain hash map, not an LRU: when full,
+/// inserts fail and are counted, where an LRU would evict silently and lose those exits.
+/// Entries leave with their process's exit, so the map only fills with live processes.
 #[map]
-static TRACKED_PROCESSES: LruHashMap<u32, u8> = LruHashMap::with_max_entries(TRACKED_MAX, 0);
+static TRACKED_PROCESSES: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
 
 /// Executable paths, NUL-padded to `IGNORED_EXE_LEN`, whose execs are never reported.
 #[map]
@@ -131,6 +133,8 @@ unsafe fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
     scratch.exe_key = [0; IGNORED_EXE_LEN];
     // SAFETY: kernel string read into our buffer; truncation is fine for a map key.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(interp as *const u8, &mut scratch.exe_key) };
+    // An ignored or filtered exec leaves tracking as it was: a tracked process that execs a
+    // shell still has its exit reported, so a consumer that saw it never misses its end.
     // SAFETY: a read-only lookup whose value we do not keep.
     if unsafe { IGNORED_EXES.get(scratch.exe_key) }.is_some() {
         count(COUNTER_IGNORED);
