@@ -2,7 +2,10 @@
 
 use core::fmt;
 
-use crate::lifecycle::{ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader};
+use crate::{
+    go::{GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, HttpClientSpan, HttpServerSpan},
+    lifecycle::{ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader},
+};
 
 /// A decoded lifecycle record.
 #[expect(
@@ -69,6 +72,32 @@ pub fn decode_record(bytes: &[u8]) -> Result<LifecycleRecord, DecodeError> {
         PROCESS_EXEC => read_prefix::<ExecRecord>(bytes, kind).map(LifecycleRecord::Exec),
         PROCESS_FORK => read_prefix::<ProcessHeader>(bytes, kind).map(LifecycleRecord::Fork),
         PROCESS_EXIT => read_prefix::<ProcessHeader>(bytes, kind).map(LifecycleRecord::Exit),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// A decoded Go span record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoSpanRecord {
+    HttpServer(HttpServerSpan),
+    HttpClient(HttpClientSpan),
+}
+
+/// Decodes one record of the Go probes' ring buffer.
+pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
+    let kind = match bytes.get(..4) {
+        Some(&[a, b, c, d]) => u32::from_ne_bytes([a, b, c, d]),
+        _ => {
+            return Err(DecodeError::Truncated {
+                kind: 0,
+                len: bytes.len(),
+                need: 4,
+            });
+        }
+    };
+    match kind {
+        GO_SPAN_HTTP_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::HttpServer),
+        GO_SPAN_HTTP_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::HttpClient),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -156,6 +185,41 @@ mod tests {
         assert_eq!(
             decode_record(bytes_of(&unknown)),
             Err(DecodeError::UnknownKind(77))
+        );
+    }
+
+    #[test]
+    fn decodes_go_spans_and_refuses_short_ones() {
+        use crate::go::{SpanContext, SpanHeader};
+        let header = SpanHeader {
+            kind: GO_SPAN_HTTP_SERVER,
+            pid: 9,
+            flags: 0,
+            reserved: 0,
+            start_boot_ns: 1,
+            end_boot_ns: 2,
+            goroutine: 0xc000,
+            context: SpanContext::default(),
+            parent: SpanContext::default(),
+        };
+        // SAFETY: all-zero bytes are a valid HttpServerSpan (plain integers and arrays).
+        let mut span: HttpServerSpan = unsafe { core::mem::zeroed() };
+        span.header = header;
+        span.status_code = 204;
+        let bytes = bytes_of(&span);
+        assert_eq!(decode_go_span(bytes), Ok(GoSpanRecord::HttpServer(span)));
+        assert!(matches!(
+            decode_go_span(&bytes[..100]),
+            Err(DecodeError::Truncated {
+                kind: GO_SPAN_HTTP_SERVER,
+                ..
+            })
+        ));
+        let mut other = span;
+        other.header.kind = 99;
+        assert_eq!(
+            decode_go_span(bytes_of(&other)),
+            Err(DecodeError::UnknownKind(99))
         );
     }
 }

@@ -7,9 +7,10 @@
 //! feature, which also adds the `aya::Pod` impls user space needs to read and write maps.
 #![no_std]
 
+pub mod go;
 pub mod lifecycle;
 
 #[cfg(feature = "user")]
 mod decode;
 #[cfg(feature = "user")]
-pub use decode::{DecodeError, LifecycleRecord, decode_record};
+pub use decode::{DecodeError, GoSpanRecord, LifecycleRecord, decode_go_span, decode_record};

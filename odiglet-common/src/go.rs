@@ -1,0 +1,205 @@
+//! Go instrumentation: span records the Go probes emit, the per-process struct offsets user
+//! space hands them, and the sizes both sides agree on.
+//!
+//! Strings are copied into fixed buffers with an explicit length; a length equal to the
+//! buffer size means the value may have been cut (`SPAN_FLAG_TRUNCATED`).
+
+/// `SpanHeader::kind`: a `net/http` server request (`serverHandler.ServeHTTP`).
+pub const GO_SPAN_HTTP_SERVER: u32 = 1;
+/// `SpanHeader::kind`: a `net/http` client request (`(*Transport).roundTrip`).
+pub const GO_SPAN_HTTP_CLIENT: u32 = 2;
+
+pub const HTTP_METHOD_LEN: usize = 16;
+pub const HTTP_PATH_LEN: usize = 256;
+pub const HTTP_ROUTE_LEN: usize = 128;
+pub const HTTP_HOST_LEN: usize = 128;
+pub const HTTP_ADDR_LEN: usize = 64;
+pub const HTTP_PROTO_LEN: usize = 16;
+pub const HTTP_SCHEME_LEN: usize = 16;
+
+/// `SpanHeader::flags`: `parent` is set.
+pub const SPAN_FLAG_HAS_PARENT: u32 = 1 << 0;
+/// `SpanHeader::flags`: the parent came from another process (an incoming `traceparent`).
+pub const SPAN_FLAG_PARENT_REMOTE: u32 = 1 << 1;
+/// `SpanHeader::flags`: at least one string field was cut to its buffer.
+pub const SPAN_FLAG_TRUNCATED: u32 = 1 << 2;
+/// `SpanHeader::flags`: the probe returned an error (client: a non-nil `error`).
+pub const SPAN_FLAG_ERROR: u32 = 1 << 3;
+
+/// A field absent from this binary's Go or module version (`GoOffsets`).
+pub const OFFSET_NONE: u32 = u32::MAX;
+
+/// W3C trace context of one span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub trace_flags: u8,
+    pub reserved: [u8; 7],
+}
+
+/// Fields common to every Go span record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanHeader {
+    /// `GO_SPAN_*`.
+    pub kind: u32,
+    /// Host PID (thread-group id) of the instrumented process.
+    pub pid: u32,
+    /// `SPAN_FLAG_*`.
+    pub flags: u32,
+    pub reserved: u32,
+    /// `bpf_ktime_get_boot_ns()` at entry and at return.
+    pub start_boot_ns: u64,
+    pub end_boot_ns: u64,
+    /// The goroutine (`g` pointer) that ran the call.
+    pub goroutine: u64,
+    pub context: SpanContext,
+    /// Meaningful when `SPAN_FLAG_HAS_PARENT` is set.
+    pub parent: SpanContext,
+}
+
+/// A `net/http` server span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpServerSpan {
+    pub header: SpanHeader,
+    /// `response.status`; 0 when the handler never wrote a header (Go then sends 200).
+    pub status_code: u32,
+    pub method_len: u16,
+    pub path_len: u16,
+    pub route_len: u16,
+    pub host_len: u16,
+    pub remote_addr_len: u16,
+    pub proto_len: u16,
+    pub method: [u8; HTTP_METHOD_LEN],
+    /// `Request.URL.Path`.
+    pub path: [u8; HTTP_PATH_LEN],
+    /// The `ServeMux` pattern (`Request.Pattern`, Go >= 1.22), empty before.
+    pub route: [u8; HTTP_ROUTE_LEN],
+    /// `Request.Host` (`host[:port]`).
+    pub host: [u8; HTTP_HOST_LEN],
+    /// `Request.RemoteAddr` (`ip:port`).
+    pub remote_addr: [u8; HTTP_ADDR_LEN],
+    /// `Request.Proto` (`HTTP/1.1`).
+    pub proto: [u8; HTTP_PROTO_LEN],
+}
+
+/// A `net/http` client span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpClientSpan {
+    pub header: SpanHeader,
+    /// `Response.StatusCode`; 0 when the round trip failed.
+    pub status_code: u32,
+    pub method_len: u16,
+    pub scheme_len: u16,
+    pub host_len: u16,
+    pub path_len: u16,
+    pub proto_len: u16,
+    pub reserved: u16,
+    pub method: [u8; HTTP_METHOD_LEN],
+    /// `Request.URL.Scheme`.
+    pub scheme: [u8; HTTP_SCHEME_LEN],
+    /// `Request.URL.Host` (`host[:port]`).
+    pub host: [u8; HTTP_HOST_LEN],
+    /// `Request.URL.Path`.
+    pub path: [u8; HTTP_PATH_LEN],
+    /// `Response.Proto`, when there is a response.
+    pub proto: [u8; HTTP_PROTO_LEN],
+}
+
+/// Byte offsets of the Go struct fields the probes read, for one process. `OFFSET_NONE`
+/// marks a field its Go version does not have. Written by user space into a map keyed by PID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoOffsets {
+    // net/http.Request
+    pub request_method: u32,
+    pub request_url: u32,
+    pub request_proto: u32,
+    pub request_host: u32,
+    pub request_remote_addr: u32,
+    /// `Request.Pattern string` (Go >= 1.23).
+    pub request_pattern: u32,
+    /// `Request.pat *pattern` (Go 1.22 only) and `pattern.str string` behind it.
+    pub request_pat: u32,
+    pub pattern_str: u32,
+    // net/url.URL
+    pub url_scheme: u32,
+    pub url_host: u32,
+    pub url_path: u32,
+    // net/http.response (the server's ResponseWriter)
+    pub response_status: u32,
+    // net/http.Response (the client's result)
+    pub client_response_status_code: u32,
+    pub client_response_proto: u32,
+    /// `GO_LIBRARY_*` bits of the instrumentation enabled for this process.
+    pub enabled_libraries: u32,
+    pub reserved: u32,
+}
+
+/// `GoOffsets::enabled_libraries`: `net/http` server spans.
+pub const GO_LIBRARY_HTTP_SERVER: u32 = 1 << 0;
+/// `GoOffsets::enabled_libraries`: `net/http` client spans.
+pub const GO_LIBRARY_HTTP_CLIENT: u32 = 1 << 1;
+
+/// Index in `GO_COUNTERS`: spans lost because the ring buffer was full.
+pub const GO_COUNTER_RINGBUF_FULL: u32 = 0;
+/// Index: an entry probe found its goroutine already in flight (morestack re-entry).
+pub const GO_COUNTER_DOUBLE_ENTRY: u32 = 1;
+/// Index: a return probe found no matching entry (attached mid-call, or evicted).
+pub const GO_COUNTER_MISSING_ENTRY: u32 = 2;
+/// Index: user-memory reads that failed.
+pub const GO_COUNTER_READ_FAILED: u32 = 3;
+pub const GO_COUNTERS_LEN: u32 = 4;
+
+/// Calls in flight at once per probe (LRU: goroutines that never return are evicted).
+pub const GO_INFLIGHT_MAX: u32 = 16_384;
+/// Instrumented processes at once.
+pub const GO_PROCESSES_MAX: u32 = 4096;
+
+const _: () = assert!(core::mem::size_of::<SpanContext>() == 32);
+const _: () = assert!(core::mem::size_of::<SpanHeader>() == 4 * 4 + 3 * 8 + 2 * 32);
+const _: () = assert!(
+    core::mem::size_of::<HttpServerSpan>()
+        == 104
+            + 4
+            + 6 * 2
+            + HTTP_METHOD_LEN
+            + HTTP_PATH_LEN
+            + HTTP_ROUTE_LEN
+            + HTTP_HOST_LEN
+            + HTTP_ADDR_LEN
+            + HTTP_PROTO_LEN
+);
+const _: () = assert!(
+    core::mem::size_of::<HttpClientSpan>()
+        == 104
+            + 4
+            + 6 * 2
+            + HTTP_METHOD_LEN
+            + HTTP_SCHEME_LEN
+            + HTTP_HOST_LEN
+            + HTTP_PATH_LEN
+            + HTTP_PROTO_LEN
+);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 16 * 4);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{GoOffsets, HttpClientSpan, HttpServerSpan, SpanContext, SpanHeader};
+
+    // SAFETY: `#[repr(C)]`, integers and integer arrays only, no padding (sizes asserted
+    // above), every bit pattern valid.
+    unsafe impl aya::Pod for SpanContext {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SpanHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HttpServerSpan {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HttpClientSpan {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for GoOffsets {}
+}
