@@ -2,9 +2,7 @@
 
 use core::fmt;
 
-use crate::lifecycle::{
-    ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader,
-};
+use crate::lifecycle::{ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader};
 
 /// A decoded lifecycle record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +38,11 @@ impl core::error::Error for DecodeError {}
 fn read_prefix<T: aya::Pod>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     let need = core::mem::size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Truncated { kind, len: bytes.len(), need });
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            need,
+        });
     }
     // SAFETY: `bytes` holds at least `size_of::<T>()` bytes (checked above), `read_unaligned`
     // has no alignment requirement, and `T: Pod` makes any bit pattern a valid `T`.
@@ -51,7 +53,13 @@ fn read_prefix<T: aya::Pod>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
 pub fn decode_record(bytes: &[u8]) -> Result<LifecycleRecord, DecodeError> {
     let kind = match bytes.get(..4) {
         Some(&[a, b, c, d]) => u32::from_ne_bytes([a, b, c, d]),
-        _ => return Err(DecodeError::Truncated { kind: 0, len: bytes.len(), need: 4 }),
+        _ => {
+            return Err(DecodeError::Truncated {
+                kind: 0,
+                len: bytes.len(),
+                need: 4,
+            });
+        }
     };
     match kind {
         PROCESS_EXEC => read_prefix::<ExecRecord>(bytes, kind).map(LifecycleRecord::Exec),
@@ -111,7 +119,10 @@ mod tests {
             args: [0; ARGS_LEN],
         };
         exec.exe[..9].copy_from_slice(b"/bin/true");
-        assert_eq!(decode_record(bytes_of(&exec)).unwrap(), LifecycleRecord::Exec(exec));
+        assert_eq!(
+            decode_record(bytes_of(&exec)).unwrap(),
+            LifecycleRecord::Exec(exec)
+        );
     }
 
     #[test]
@@ -120,11 +131,27 @@ mod tests {
         // An exec kind with only a header's worth of bytes is truncated, not misread.
         assert!(matches!(
             decode_record(bytes_of(&exec_header)),
-            Err(DecodeError::Truncated { kind: PROCESS_EXEC, .. })
+            Err(DecodeError::Truncated {
+                kind: PROCESS_EXEC,
+                ..
+            })
         ));
-        assert!(matches!(decode_record(&[1, 0]), Err(DecodeError::Truncated { .. })));
-        assert_eq!(decode_record(&[]), Err(DecodeError::Truncated { kind: 0, len: 0, need: 4 }));
+        assert!(matches!(
+            decode_record(&[1, 0]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert_eq!(
+            decode_record(&[]),
+            Err(DecodeError::Truncated {
+                kind: 0,
+                len: 0,
+                need: 4
+            })
+        );
         let unknown = header(77);
-        assert_eq!(decode_record(bytes_of(&unknown)), Err(DecodeError::UnknownKind(77)));
+        assert_eq!(
+            decode_record(bytes_of(&unknown)),
+            Err(DecodeError::UnknownKind(77))
+        );
     }
 }

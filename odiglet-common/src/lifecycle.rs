@@ -147,7 +147,10 @@ const _: () = assert!(core::mem::size_of::<ProcessHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 48 + 8 + EXE_LEN + ARGS_LEN);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 14 * 4);
 const _: () = assert!(core::mem::size_of::<LifecycleConfig>() == 2 * ENV_FILTER_LEN + 14 * 4 + 8);
-const _: () = assert!(ENV_FILTER_LEN % 8 == 0, "the filter is compared in u64 words");
+const _: () = assert!(
+    ENV_FILTER_LEN % 8 == 0,
+    "the filter is compared in u64 words"
+);
 const _: () = assert!(ARGS_LEN.is_power_of_two() && EXE_LEN.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -20,10 +20,9 @@ use aya_ebpf::{
 };
 use odiglet_common::lifecycle::{
     ARGS_LEN, COUNTER_ENV_FILTERED, COUNTER_IGNORED, COUNTER_READ_FAILED, COUNTER_RINGBUF_FULL,
-    COUNTER_TRACK_FAILED, COUNTERS_LEN, ENV_FILTER_WORDS, EXE_LEN, ExecRecord,
-    FLAG_ARGS_TRUNCATED, FLAG_ARGS_UNREADABLE, FLAG_EXE_TRUNCATED, IGNORED_EXE_LEN,
-    IGNORED_EXES_MAX, KernelOffsets, LifecycleConfig, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK,
-    ProcessHeader, TRACKED_MAX,
+    COUNTER_TRACK_FAILED, COUNTERS_LEN, ENV_FILTER_WORDS, EXE_LEN, ExecRecord, FLAG_ARGS_TRUNCATED,
+    FLAG_ARGS_UNREADABLE, FLAG_EXE_TRUNCATED, IGNORED_EXE_LEN, IGNORED_EXES_MAX, KernelOffsets,
+    LifecycleConfig, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader, TRACKED_MAX,
 };
 use odiglet_ebpf::{parent_tgid, read_kernel_at, task_tgid, task_vpid};
 
@@ -208,13 +207,18 @@ unsafe fn passes_env_filter(
     chunk: &mut [u64; ENV_CHUNK / 8],
 ) -> Result<bool, i32> {
     // SAFETY: a plain read of our own read-only global (see `config_offsets`).
-    let filter_len = unsafe { core::ptr::read_volatile(&raw const LIFECYCLE_CONFIG.env_filter_len) };
+    let filter_len =
+        unsafe { core::ptr::read_volatile(&raw const LIFECYCLE_CONFIG.env_filter_len) };
     if filter_len == 0 {
         return Ok(true);
     }
     // SAFETY: `mm` is the task's mm_struct *.
-    let (mut pos, end): (u64, u64) =
-        unsafe { (read_kernel_at(mm, off.mm_env_start)?, read_kernel_at(mm, off.mm_env_end)?) };
+    let (mut pos, end): (u64, u64) = unsafe {
+        (
+            read_kernel_at(mm, off.mm_env_start)?,
+            read_kernel_at(mm, off.mm_env_end)?,
+        )
+    };
     let mut continuation = false;
     for _ in 0..ENV_SCAN_STEPS {
         if pos >= end {
@@ -271,8 +275,12 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
     }
     let child: u64 = ctx.arg(1);
     // SAFETY: `child` is this tracepoint's new task_struct *.
-    let (child_tgid, child_pid) =
-        unsafe { (task_tgid(child, &off)?, read_kernel_at::<u32>(child, off.task_pid)?) };
+    let (child_tgid, child_pid) = unsafe {
+        (
+            task_tgid(child, &off)?,
+            read_kernel_at::<u32>(child, off.task_pid)?,
+        )
+    };
     if child_tgid != child_pid {
         return Ok(()); // a new thread, not a new process
     }
@@ -295,7 +303,10 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if LIFECYCLE_EVENTS.output::<ProcessHeader>(&header, 0).is_err() {
+    if LIFECYCLE_EVENTS
+        .output::<ProcessHeader>(&header, 0)
+        .is_err()
+    {
         count(COUNTER_RINGBUF_FULL);
     }
     Ok(())
@@ -327,7 +338,10 @@ unsafe fn try_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if LIFECYCLE_EVENTS.output::<ProcessHeader>(&header, 0).is_err() {
+    if LIFECYCLE_EVENTS
+        .output::<ProcessHeader>(&header, 0)
+        .is_err()
+    {
         count(COUNTER_RINGBUF_FULL);
     }
     Ok(())

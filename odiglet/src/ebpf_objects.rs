@@ -4,7 +4,9 @@ use aya::include_bytes_aligned;
 
 /// An embedded object is an empty placeholder: the build ran without `cargo xtask build-ebpf`.
 #[derive(Debug, thiserror::Error)]
-#[error("odiglet was built without its eBPF object `{0}`: run `cargo xtask build-ebpf`, then rebuild")]
+#[error(
+    "odiglet was built without its eBPF object `{0}`: run `cargo xtask build-ebpf`, then rebuild"
+)]
 pub struct MissingObject(pub &'static str);
 
 static LIFECYCLE: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lifecycle.bpf.o"));
@@ -15,5 +17,9 @@ pub fn lifecycle() -> Result<&'static [u8], MissingObject> {
 }
 
 fn non_empty(name: &'static str, bytes: &'static [u8]) -> Result<&'static [u8], MissingObject> {
-    if bytes.is_empty() { Err(MissingObject(name)) } else { Ok(bytes) }
+    if bytes.is_empty() {
+        Err(MissingObject(name))
+    } else {
+        Ok(bytes)
+    }
 }

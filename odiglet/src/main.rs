@@ -12,7 +12,11 @@ fn main() -> ExitCode {
             let usage = error.use_stderr();
             // Help and version go to stdout and succeed; usage errors exit 64 (EX_USAGE).
             let _ = error.print();
-            return if usage { ExitCode::from(cli::EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if usage {
+                ExitCode::from(cli::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if let Err(error) = telemetry::init(&cli.log) {

@@ -10,7 +10,10 @@ pub type AsyncRingBuf = AsyncFd<RingBuf<MapData>>;
 
 /// Registers `ring` with the current tokio reactor. Must be called inside a runtime.
 pub fn register(ring: RingBuf<MapData>) -> io::Result<AsyncRingBuf> {
-    #[expect(unsafe_code, reason = "tokio's fd registration is unsafe; its contract holds here")]
+    #[expect(
+        unsafe_code,
+        reason = "tokio's fd registration is unsafe; its contract holds here"
+    )]
     // SAFETY: `RingBuf` owns its map fd, which stays open and unchanged until the `RingBuf` is
     // dropped; the `AsyncFd` owns the `RingBuf`, so the fd outlives the registration, and
     // `as_raw_fd` always returns that same fd.

@@ -15,7 +15,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Args)]
 pub struct LogOptions {
     /// Log level or filter directives (`info`, `debug`, `odiglet=trace,aya=warn`).
-    #[arg(long = "log-level", env = "ODIGOS_LOG_LEVEL", default_value = "info", global = true)]
+    #[arg(
+        long = "log-level",
+        env = "ODIGOS_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
     pub level: String,
     /// Log line format.
     #[arg(long = "log-format", value_enum, default_value_t, global = true)]
@@ -36,14 +41,18 @@ pub enum TelemetryError {
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(options: &LogOptions) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(&options.level)
-        .map_err(|source| TelemetryError::Level { level: options.level.clone(), source })?;
+    let filter = EnvFilter::try_new(&options.level).map_err(|source| TelemetryError::Level {
+        level: options.level.clone(),
+        source,
+    })?;
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match options.format {
-        LogFormat::Plain => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
-        LogFormat::Json => {
-            registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
-        }
+        LogFormat::Plain => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
     };
     installed.map_err(|_| TelemetryError::AlreadyInitialized)
 }

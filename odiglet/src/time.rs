@@ -22,12 +22,18 @@ impl BootClock {
     pub fn now() -> Self {
         let boottime_ns = nanos(ClockId::CLOCK_BOOTTIME);
         let realtime_ns = nanos(ClockId::CLOCK_REALTIME);
-        Self { realtime_ns, boottime_ns }
+        Self {
+            realtime_ns,
+            boottime_ns,
+        }
     }
 
     /// A clock with given readings, for tests.
     pub fn fixed(realtime_ns: u64, boottime_ns: u64) -> Self {
-        Self { realtime_ns, boottime_ns }
+        Self {
+            realtime_ns,
+            boottime_ns,
+        }
     }
 
     /// Wall-clock nanoseconds since the Unix epoch for a boot-time timestamp.
@@ -51,7 +57,11 @@ mod tests {
         let clock = BootClock::fixed(1_700_000_000_000_000_000, 10_000);
         assert_eq!(clock.boot_to_unix_nanos(10_000), 1_700_000_000_000_000_000);
         assert_eq!(clock.boot_to_unix_nanos(9_000), 1_699_999_999_999_999_000);
-        assert_eq!(BootClock::fixed(5, 10).boot_to_unix_nanos(0), 0, "clamped, not wrapped");
+        assert_eq!(
+            BootClock::fixed(5, 10).boot_to_unix_nanos(0),
+            0,
+            "clamped, not wrapped"
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@ use crate::exec;
 
 /// `--cfg bpf_target_arch` selects aya-ebpf's pt_regs layout; `--btf` makes bpf-linker emit
 /// BTF for maps and globals (needed for ring buffers and `.rodata` patching).
-const RUSTFLAGS: &[&str] = &["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"];
+const RUSTFLAGS: &[&str] = &[
+    "--cfg=bpf_target_arch=\"x86_64\"",
+    "-Cdebuginfo=2",
+    "-Clink-arg=--btf",
+];
 
 pub fn run() -> anyhow::Result<()> {
     let root = exec::workspace_root();

@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 
 /// Runs `cmd` to completion; an error names the command and its exit status.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed ({status})", describe(cmd));
     }
@@ -18,7 +20,9 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs `cmd` and returns its stdout; an error names the command.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot start {}", describe(cmd)))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
     if !out.status.success() {
         bail!(
             "{} failed ({}): {}",
@@ -36,13 +40,23 @@ pub fn succeeds(cmd: &mut Command) -> bool {
 }
 
 fn describe(cmd: &Command) -> String {
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-    format!("`{} {}`", cmd.get_program().to_string_lossy(), args.join(" "))
+    let args: Vec<_> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!(
+        "`{} {}`",
+        cmd.get_program().to_string_lossy(),
+        args.join(" ")
+    )
 }
 
 /// The workspace root (the parent of xtask's manifest directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 /// `cargo`, as the one running xtask (keeps the toolchain consistent).

@@ -1,6 +1,10 @@
 //! Project tasks. `cargo xtask ci` is what `.ci/run` calls; every step installs or builds what
 //! it needs and says so in one line.
-#![expect(clippy::print_stdout, clippy::print_stderr, reason = "xtask reports progress on the terminal")]
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask reports progress on the terminal"
+)]
 
 mod bench;
 mod build_ebpf;

@@ -14,5 +14,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let default = ["processes".to_owned()];
     let args = if args.is_empty() { &default[..] } else { args };
     println!("run: odiglet {}", args.join(" "));
-    exec::run(exec::cargo().args(["run", "--locked", "--release", "-p", "odiglet", "--"]).args(args))
+    exec::run(
+        exec::cargo()
+            .args(["run", "--locked", "--release", "-p", "odiglet", "--"])
+            .args(args),
+    )
 }

@@ -67,7 +67,9 @@ impl ProcessesArgs {
 
 pub fn execute(args: ProcessesArgs) -> Result<(), CliError> {
     let (config, json) = args.config()?;
-    super::runtime()?.block_on(stream(config, json)).map_err(CliError::Runtime)
+    super::runtime()?
+        .block_on(stream(config, json))
+        .map_err(CliError::Runtime)
 }
 
 async fn stream(config: WatcherConfig, json: bool) -> anyhow::Result<()> {
@@ -81,7 +83,11 @@ async fn stream(config: WatcherConfig, json: bool) -> anyhow::Result<()> {
             result = &mut interrupted => { result?; break; }
         };
         let Some(event) = event else { break };
-        let line = if json { serde_json::to_string(&event)? } else { text(&event) };
+        let line = if json {
+            serde_json::to_string(&event)?
+        } else {
+            text(&event)
+        };
         match output::line(&line) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,

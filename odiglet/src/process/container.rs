@@ -23,7 +23,9 @@ pub fn container_id_from_cgroup_path(path: &str) -> Option<String> {
         }
         let candidate = name.rsplit(['-', ':']).next()?;
         let is_id = candidate.len() == CONTAINER_ID_LEN
-            && candidate.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            && candidate
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         is_id.then(|| candidate.to_owned())
     })
 }
@@ -34,7 +36,8 @@ pub fn cgroup_path_from_proc(text: &str) -> Option<&str> {
     let mut fallback = None;
     for line in text.lines() {
         let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(_controllers), Some(path)) = (fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(_controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
@@ -76,7 +79,11 @@ impl ContainerResolver {
         let cgroup2_mount = fs::read_to_string(proc_root.join("self/mountinfo"))
             .ok()
             .and_then(|text| cgroup2_mount_from_mountinfo(&text));
-        Self { proc_root: proc_root.to_owned(), cgroup2_mount, by_cgroup_id: HashMap::new() }
+        Self {
+            proc_root: proc_root.to_owned(),
+            cgroup2_mount,
+            by_cgroup_id: HashMap::new(),
+        }
     }
 
     /// Container id of `pid`, whose cgroup v2 id is `cgroup_id`.
@@ -98,7 +105,9 @@ impl ContainerResolver {
         let Ok(text) = fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup"))) else {
             return (0, None);
         };
-        let Some(path) = cgroup_path_from_proc(&text) else { return (0, None) };
+        let Some(path) = cgroup_path_from_proc(&text) else {
+            return (0, None);
+        };
         let container_id = container_id_from_cgroup_path(path);
         let cgroup_id = self
             .cgroup2_mount
@@ -122,24 +131,45 @@ mod tests {
     fn container_ids_from_runtime_cgroup_layouts() {
         for path in [
             format!("/system.slice/docker-{ID}.scope"),
-            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"
+            ),
             format!("/kubepods.slice/kubepods-pod2.slice/crio-{ID}.scope"),
             format!("/kubepods/burstable/pod0a1b/{ID}"),
             format!("/docker/{ID}"),
             format!("/machine.slice/libpod-{ID}.scope/container"),
         ] {
-            assert_eq!(container_id_from_cgroup_path(&path).as_deref(), Some(ID), "{path}");
+            assert_eq!(
+                container_id_from_cgroup_path(&path).as_deref(),
+                Some(ID),
+                "{path}"
+            );
         }
-        assert_eq!(container_id_from_cgroup_path("/user.slice/session-2.scope"), None);
-        assert_eq!(container_id_from_cgroup_path(&format!("/x/crio-conmon-{ID}.scope")), None);
-        assert_eq!(container_id_from_cgroup_path(&format!("/x/{}", ID.to_uppercase())), None);
+        assert_eq!(
+            container_id_from_cgroup_path("/user.slice/session-2.scope"),
+            None
+        );
+        assert_eq!(
+            container_id_from_cgroup_path(&format!("/x/crio-conmon-{ID}.scope")),
+            None
+        );
+        assert_eq!(
+            container_id_from_cgroup_path(&format!("/x/{}", ID.to_uppercase())),
+            None
+        );
     }
 
     #[test]
     fn cgroup_path_prefers_v2() {
         let hybrid = "12:cpu,cpuacct:/docker/abc\n0::/system.slice/foo.service\n";
-        assert_eq!(cgroup_path_from_proc(hybrid), Some("/system.slice/foo.service"));
-        assert_eq!(cgroup_path_from_proc("4:memory:/kubepods/x\n"), Some("/kubepods/x"));
+        assert_eq!(
+            cgroup_path_from_proc(hybrid),
+            Some("/system.slice/foo.service")
+        );
+        assert_eq!(
+            cgroup_path_from_proc("4:memory:/kubepods/x\n"),
+            Some("/kubepods/x")
+        );
         assert_eq!(cgroup_path_from_proc("garbage"), None);
     }
 
@@ -151,7 +181,10 @@ mod tests {
             cgroup2_mount_from_mountinfo(mountinfo),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
-        assert_eq!(cgroup2_mount_from_mountinfo("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_from_mountinfo("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 
     #[test]

@@ -79,7 +79,10 @@ impl ProcessFilter {
                 return Err(FilterError::BadIgnoredExe(exe.clone()));
             }
         }
-        Ok(Self { env_prefix, ignored_exes: ignored_exes.to_vec() })
+        Ok(Self {
+            env_prefix,
+            ignored_exes: ignored_exes.to_vec(),
+        })
     }
 
     /// No environment filter and the default ignore list (standalone mode).
@@ -95,7 +98,9 @@ impl ProcessFilter {
     }
 
     /// `(words, mask, len)` for the probe's word-wise comparison; `len == 0` means no filter.
-    pub(crate) fn kernel_env_filter(&self) -> ([u64; ENV_FILTER_WORDS], [u64; ENV_FILTER_WORDS], u32) {
+    pub(crate) fn kernel_env_filter(
+        &self,
+    ) -> ([u64; ENV_FILTER_WORDS], [u64; ENV_FILTER_WORDS], u32) {
         let mut bytes = [0u8; ENV_FILTER_LEN];
         let mut mask = [0u8; ENV_FILTER_LEN];
         let Some(prefix) = &self.env_prefix else {
@@ -129,7 +134,9 @@ impl ProcessFilter {
 
     /// True when `exe` is on the ignore list.
     pub fn ignores_exe(&self, exe: &Path) -> bool {
-        self.ignored_exes.iter().any(|ignored| Path::new(ignored) == exe)
+        self.ignored_exes
+            .iter()
+            .any(|ignored| Path::new(ignored) == exe)
     }
 
     /// True when no environment filter is set or the NUL-separated `environ` (as in
@@ -137,7 +144,9 @@ impl ProcessFilter {
     pub fn env_matches(&self, environ: &[u8]) -> bool {
         match &self.env_prefix {
             None => true,
-            Some(prefix) => environ.split(|b| *b == 0).any(|entry| entry.starts_with(prefix)),
+            Some(prefix) => environ
+                .split(|b| *b == 0)
+                .any(|entry| entry.starts_with(prefix)),
         }
     }
 }
@@ -172,15 +181,24 @@ mod tests {
     #[test]
     fn rejects_what_the_kernel_buffers_cannot_hold() {
         let long = "X".repeat(ENV_FILTER_LEN);
-        assert!(matches!(ProcessFilter::new(Some(&long), &[]), Err(FilterError::BadEnvName(_))));
+        assert!(matches!(
+            ProcessFilter::new(Some(&long), &[]),
+            Err(FilterError::BadEnvName(_))
+        ));
         assert!(ProcessFilter::new(Some("A=B"), &[]).is_err());
         assert!(ProcessFilter::new(Some(""), &[]).is_err());
         let relative = vec!["bin/sh".to_owned()];
-        assert!(matches!(ProcessFilter::new(None, &relative), Err(FilterError::BadIgnoredExe(_))));
+        assert!(matches!(
+            ProcessFilter::new(None, &relative),
+            Err(FilterError::BadIgnoredExe(_))
+        ));
         let long_path = vec![format!("/{}", "a".repeat(IGNORED_EXE_LEN))];
         assert!(ProcessFilter::new(None, &long_path).is_err());
         let many: Vec<String> = (0..=IGNORED_EXES_MAX).map(|i| format!("/x{i}")).collect();
-        assert_eq!(ProcessFilter::new(None, &many), Err(FilterError::TooManyIgnored(33)));
+        assert_eq!(
+            ProcessFilter::new(None, &many),
+            Err(FilterError::TooManyIgnored(33))
+        );
     }
 
     #[test]

@@ -20,15 +20,23 @@ pub enum KernelOffsetsError {
     #[error("kernel BTF has no struct `{0}`")]
     MissingStruct(&'static str),
     #[error("kernel BTF struct `{strukt}` has no field `{field}`")]
-    MissingField { strukt: &'static str, field: &'static str },
+    MissingField {
+        strukt: &'static str,
+        field: &'static str,
+    },
     #[error("offset of `{strukt}.{field}` does not fit the probe's 32-bit offsets")]
-    TooLarge { strukt: &'static str, field: &'static str },
+    TooLarge {
+        strukt: &'static str,
+        field: &'static str,
+    },
 }
 
 /// Resolves the offsets from the BTF file at `path`.
 pub fn resolve(path: &Path) -> Result<KernelOffsets, KernelOffsetsError> {
-    let btf = Btf::from_file(path)
-        .map_err(|source| KernelOffsetsError::Read { path: path.to_owned(), source })?;
+    let btf = Btf::from_file(path).map_err(|source| KernelOffsetsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let field = |strukt, field| field_offset(&btf, strukt, field);
     Ok(KernelOffsets {
         task_tgid: field("task_struct", "tgid")?,
@@ -62,7 +70,10 @@ fn find_struct(btf: &Btf, name: &'static str) -> Result<btf_rs::Struct, KernelOf
 
 fn struct_size(btf: &Btf, name: &'static str) -> Result<u32, KernelOffsetsError> {
     let s = find_struct(btf, name)?;
-    u32::try_from(s.size()).map_err(|_| KernelOffsetsError::TooLarge { strukt: name, field: "" })
+    u32::try_from(s.size()).map_err(|_| KernelOffsetsError::TooLarge {
+        strukt: name,
+        field: "",
+    })
 }
 
 /// Byte offset of `field` in `strukt`, looking through anonymous struct and union members
@@ -119,16 +130,26 @@ mod tests {
     fn resolves_running_kernel() {
         let path = Path::new(VMLINUX_BTF);
         if !path.exists() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI kernel must have BTF");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI kernel must have BTF"
+            );
             return;
         }
         let off = resolve(path).unwrap();
         assert_ne!(off.task_tgid, 0);
-        assert_eq!(off.task_tgid, off.task_pid + 4, "pid and tgid are adjacent pid_t fields");
+        assert_eq!(
+            off.task_tgid,
+            off.task_pid + 4,
+            "pid and tgid are adjacent pid_t fields"
+        );
         assert_eq!(off.mm_arg_end, off.mm_arg_start + 8);
         assert_eq!(off.mm_env_end, off.mm_env_start + 8);
         assert_eq!(off.upid_nr, 0);
-        assert_eq!(off.upid_size, 16, "struct upid is {{ int nr; struct pid_namespace *ns; }}");
+        assert_eq!(
+            off.upid_size, 16,
+            "struct upid is {{ int nr; struct pid_namespace *ns; }}"
+        );
     }
 
     #[test]

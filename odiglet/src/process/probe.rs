@@ -101,8 +101,15 @@ struct CounterSource {
 
 impl CounterSource {
     fn read(&self) -> LifecycleCounters {
-        let kernel = self.kernel.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let sum = |index| kernel.get(&index, 0).map_or(0, |per_cpu| per_cpu.iter().sum());
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sum = |index| {
+            kernel
+                .get(&index, 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum())
+        };
         LifecycleCounters {
             ringbuf_full: sum(COUNTER_RINGBUF_FULL),
             read_failed: sum(COUNTER_READ_FAILED),
@@ -142,13 +149,21 @@ impl ProcessWatcher {
             .map_err(ProcessError::Load)?;
 
         {
-            let map = ebpf.map_mut("IGNORED_EXES").ok_or(ProcessError::MissingPart("IGNORED_EXES"))?;
-            let mut ignored: BpfHashMap<_, [u8; 64], u8> = BpfHashMap::try_from(map)
-                .map_err(|source| ProcessError::Map { map: "IGNORED_EXES", source })?;
+            let map = ebpf
+                .map_mut("IGNORED_EXES")
+                .ok_or(ProcessError::MissingPart("IGNORED_EXES"))?;
+            let mut ignored: BpfHashMap<_, [u8; 64], u8> =
+                BpfHashMap::try_from(map).map_err(|source| ProcessError::Map {
+                    map: "IGNORED_EXES",
+                    source,
+                })?;
             for key in config.filter.ignored_exe_keys() {
                 ignored
                     .insert(key, 1, 0)
-                    .map_err(|source| ProcessError::Map { map: "IGNORED_EXES", source })?;
+                    .map_err(|source| ProcessError::Map {
+                        map: "IGNORED_EXES",
+                        source,
+                    })?;
             }
         }
 
@@ -162,19 +177,34 @@ impl ProcessWatcher {
                 prog.attach(tracepoint)?;
                 Ok(())
             };
-            attach(&mut ebpf).map_err(|source| ProcessError::Attach { program, tracepoint, source })?;
+            attach(&mut ebpf).map_err(|source| ProcessError::Attach {
+                program,
+                tracepoint,
+                source,
+            })?;
         }
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(ProcessError::MissingPart(name))
         };
-        let ring = RingBuf::try_from(take(&mut ebpf, "LIFECYCLE_EVENTS")?)
-            .map_err(|source| ProcessError::Map { map: "LIFECYCLE_EVENTS", source })?;
+        let ring = RingBuf::try_from(take(&mut ebpf, "LIFECYCLE_EVENTS")?).map_err(|source| {
+            ProcessError::Map {
+                map: "LIFECYCLE_EVENTS",
+                source,
+            }
+        })?;
         let mut tracked: BpfHashMap<MapData, u32, u8> =
-            BpfHashMap::try_from(take(&mut ebpf, "TRACKED_PROCESSES")?)
-                .map_err(|source| ProcessError::Map { map: "TRACKED_PROCESSES", source })?;
+            BpfHashMap::try_from(take(&mut ebpf, "TRACKED_PROCESSES")?).map_err(|source| {
+                ProcessError::Map {
+                    map: "TRACKED_PROCESSES",
+                    source,
+                }
+            })?;
         let kernel_counters = PerCpuArray::try_from(take(&mut ebpf, "LIFECYCLE_COUNTERS")?)
-            .map_err(|source| ProcessError::Map { map: "LIFECYCLE_COUNTERS", source })?;
+            .map_err(|source| ProcessError::Map {
+                map: "LIFECYCLE_COUNTERS",
+                source,
+            })?;
         let ring = ring::register(ring).map_err(ProcessError::Poll)?;
 
         // The probe is attached before the scan, so a process is either seen exec'ing or
@@ -212,8 +242,16 @@ impl ProcessWatcher {
             proc_root: config.proc_root,
             counters: Arc::clone(&counters),
         };
-        let reader = tokio::spawn(reader.run(existing).instrument(info_span!("process_lifecycle")));
-        Ok(Self { events, counters, reader })
+        let reader = tokio::spawn(
+            reader
+                .run(existing)
+                .instrument(info_span!("process_lifecycle")),
+        );
+        Ok(Self {
+            events,
+            counters,
+            reader,
+        })
     }
 
     /// The next event; `None` once the reader stopped.
@@ -358,7 +396,9 @@ fn cmdline(exec: &ExecRecord) -> Vec<String> {
     if args.is_empty() {
         return Vec::new();
     }
-    args.split(|b| *b == 0).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect()
+    args.split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -368,7 +408,15 @@ mod tests {
     use super::*;
 
     fn header_for_tests(kind: u32, pid: u32) -> ProcessHeader {
-        ProcessHeader { kind, pid, ppid: 1, vpid: 1, cgroup_id: 0, boot_ns: 0, comm: [0; 16] }
+        ProcessHeader {
+            kind,
+            pid,
+            ppid: 1,
+            vpid: 1,
+            cgroup_id: 0,
+            boot_ns: 0,
+            comm: [0; 16],
+        }
     }
 
     fn exec_record(exe: &[u8], args: &[u8]) -> ExecRecord {
@@ -404,7 +452,12 @@ mod tests {
         assert_eq!(event.exe.as_deref(), Some("/bin/echo"));
         assert_eq!(
             event.cmdline,
-            Some(vec!["/bin/echo".into(), "hello world".into(), "".into(), "x".into()])
+            Some(vec![
+                "/bin/echo".into(),
+                "hello world".into(),
+                "".into(),
+                "x".into()
+            ])
         );
         assert_eq!(event.ts_unix_nano, 4_000);
         assert_eq!(event.container_id, None);
@@ -433,7 +486,10 @@ mod tests {
             &mut ContainerResolver::new(Path::new("/nonexistent")),
             Path::new("/nonexistent"),
         );
-        assert_eq!((event.kind, event.exe, event.cmdline), (ProcessEventKind::Exit, None, None));
+        assert_eq!(
+            (event.kind, event.exe, event.cmdline),
+            (ProcessEventKind::Exit, None, None)
+        );
     }
 
     #[test]
@@ -445,9 +501,22 @@ mod tests {
             Path::new("/nonexistent"),
         );
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         for key in [
-            "event", "pid", "vpid", "ppid", "comm", "exe", "cmdline", "cgroup_id", "container_id",
+            "event",
+            "pid",
+            "vpid",
+            "ppid",
+            "comm",
+            "exe",
+            "cmdline",
+            "cgroup_id",
+            "container_id",
             "ts_unix_nano",
         ] {
             assert!(keys.contains(&key), "missing {key} in {json}");

@@ -19,7 +19,9 @@ pub(crate) fn existing_processes(
     containers: &mut ContainerResolver,
     ts_unix_nano: u64,
 ) -> Vec<ProcessEvent> {
-    let Ok(entries) = fs::read_dir(proc_root) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
     let mut pids: Vec<u32> = entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
@@ -54,7 +56,11 @@ fn describe(
         }
     }
     let status = process.status().ok()?;
-    let vpid = status.nstgid.as_ref().and_then(|ns| ns.last().copied()).unwrap_or(status.tgid);
+    let vpid = status
+        .nstgid
+        .as_ref()
+        .and_then(|ns| ns.last().copied())
+        .unwrap_or(status.tgid);
     let (cgroup_id, container_id) = containers.describe(pid);
     Some(ProcessEvent {
         kind: ProcessEventKind::Existing,
@@ -80,7 +86,10 @@ mod tests {
         let filter = ProcessFilter::standalone();
         let events = existing_processes(Path::new("/proc"), &filter, &mut containers, 1);
         let me = std::process::id();
-        let ours = events.iter().find(|e| e.pid == me).expect("the scan sees this process");
+        let ours = events
+            .iter()
+            .find(|e| e.pid == me)
+            .expect("the scan sees this process");
         assert_eq!(ours.kind, ProcessEventKind::Existing);
         assert_eq!(ours.ppid, nix::unistd::getppid().as_raw() as u32);
         let exe = std::env::current_exe().unwrap();
@@ -93,13 +102,18 @@ mod tests {
         let mut containers = ContainerResolver::new(Path::new("/proc"));
         let filter = ProcessFilter::new(Some("ODIGLET_TEST_NO_SUCH_VAR"), &[]).unwrap();
         let events = existing_processes(Path::new("/proc"), &filter, &mut containers, 1);
-        assert!(events.is_empty(), "no process carries the variable: {events:?}");
+        assert!(
+            events.is_empty(),
+            "no process carries the variable: {events:?}"
+        );
     }
 
     #[test]
     fn missing_proc_root_is_empty() {
         let mut containers = ContainerResolver::new(Path::new("/nonexistent"));
         let filter = ProcessFilter::standalone();
-        assert!(existing_processes(Path::new("/nonexistent"), &filter, &mut containers, 1).is_empty());
+        assert!(
+            existing_processes(Path::new("/nonexistent"), &filter, &mut containers, 1).is_empty()
+        );
     }
 }

@@ -7,7 +7,10 @@ pub fn privileged(test: &str) -> bool {
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("not running as root".to_owned())
     } else if !std::path::Path::new(odiglet::process::VMLINUX_BTF).exists() {
-        Some(format!("{} is missing (kernel without BTF)", odiglet::process::VMLINUX_BTF))
+        Some(format!(
+            "{} is missing (kernel without BTF)",
+            odiglet::process::VMLINUX_BTF
+        ))
     } else if let Err(missing) = odiglet::ebpf_objects::lifecycle() {
         Some(missing.to_string())
     } else {

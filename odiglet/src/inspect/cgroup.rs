@@ -1,0 +1,1 @@
+//! A container's processes, from its cgroup (filled in below).
