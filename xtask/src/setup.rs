@@ -19,7 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     // Runtimes whose processes the runtime-inspection tests start and inspect. Their services
     // are kept from starting at install time (see `apt_packages`): the tests run their own.
-    "openjdk-17-jre-headless",
+    // The JDK (not only the JRE) so the Java test can run a single-file source program.
+    "openjdk-17-jdk-headless",
     "ruby",
     "php-cli",
     "nginx",

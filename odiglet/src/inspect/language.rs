@@ -147,10 +147,11 @@ fn quick_scan(language: Language, ctx: &ProcessContext) -> bool {
         Language::Nginx => name == "nginx",
         // MariaDB's server binary is `mariadbd` (`mysqld` is a symlink to it).
         Language::Mysql => matches!(name, "mysqld" | "mariadbd"),
-        Language::Redis => matches!(
-            name,
-            "redis" | "redis-server" | "redis-sentinel" | "redis-cli"
-        ),
+        // Debian's `redis-server` is a symlink to the multi-call `redis-check-rdb`: the exe
+        // then names the wrong tool, but `comm` keeps the name it was started by.
+        Language::Redis => {
+            is_redis_name(name) || (name.starts_with("redis-check-") && is_redis_name(&ctx.comm()))
+        }
         Language::Postgres => matches!(name, "postgres" | "postgresql" | "psql"),
         Language::Rust | Language::Cplusplus | Language::Unknown => false,
     }
@@ -221,6 +222,13 @@ fn dotted_prefix(s: &str) -> Option<String> {
 /// `3.11` from `python3.11` or `libpython3.11.so.1.0`.
 fn after_prefix(name: &str, prefix: &str) -> Option<String> {
     dotted_prefix(name.strip_prefix(prefix)?)
+}
+
+fn is_redis_name(name: &str) -> bool {
+    matches!(
+        name,
+        "redis" | "redis-server" | "redis-sentinel" | "redis-cli"
+    )
 }
 
 /// `^python(\d+(\.\d+)?)?$`

@@ -212,6 +212,12 @@ impl ProcessContext {
         read(&path).map_err(|source| InspectError::Read { path, source })
     }
 
+    /// `/proc/<pid>/comm`: the name the process was started by (or set itself).
+    pub fn comm(&self) -> String {
+        let bytes = self.read_proc_file("comm").unwrap_or_default();
+        String::from_utf8_lossy(&bytes).trim_end().to_owned()
+    }
+
     pub fn env(&self, name: &str) -> Option<&str> {
         self.env.get(name).map(String::as_str)
     }

@@ -4,4 +4,5 @@
 
 mod support;
 
+mod inspect;
 mod process_lifecycle;

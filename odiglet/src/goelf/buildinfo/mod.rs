@@ -257,10 +257,10 @@ fn parse_modinfo(text: &str) -> Result<(String, Vec<GoModule>), BuildInfoError> 
             Some("=>") => {
                 let _replacement_path = fields.next();
                 let version = fields.next().unwrap_or_default();
-                // A local-directory replacement has no version: keep the required one.
-                if let (true, Some(last), false) =
-                    (last_was_dep, modules.last_mut(), version.is_empty())
-                {
+                // A local-directory replacement has no version (empty, or `(devel)`): keep
+                // the required one, the best claim about the code compiled in.
+                let versioned = !version.is_empty() && version != "(devel)";
+                if let (true, Some(last), true) = (last_was_dep, modules.last_mut(), versioned) {
                     last.version = version.to_owned();
                 }
                 last_was_dep = false;

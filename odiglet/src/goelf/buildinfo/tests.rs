@@ -44,7 +44,7 @@ fn inline_blob(version: &str, modinfo: &str) -> Vec<u8> {
 const MODINFO: &str = "path\texample.com/app/cmd/server\nmod\texample.com/app\t(devel)\t\n\
     dep\tgolang.org/x/net\tv0.17.0\th1:abc=\n\
     dep\tgoogle.golang.org/grpc\tv1.33.0\th1:def=\n=>\tgithub.com/fork/grpc\tv1.33.9\th1:ghi=\n\
-    dep\tgithub.com/local/thing\tv1.0.0\t\n=>\t../thing\t\t\nbuild\t-compiler=gc\n";
+    dep\tgithub.com/local/thing\tv1.0.0\t\n=>\t../thing\t(devel)\t\nbuild\t-compiler=gc\n";
 
 fn no_memory(_: u64, _: u64) -> Option<Vec<u8>> {
     None

@@ -1,3 +1,6 @@
 //! Shared test support: privilege checks, deadlines and process helpers.
 
+pub mod build;
+pub mod guards;
 pub mod privileges;
+pub mod runtimes;
