@@ -2,12 +2,13 @@
 //! `/proc/<pid>` (root configurable, `ODIGOS_PROC_DIR`) and the executable's ELF and returns
 //! [`RuntimeDetails`]: language and runtime version ([`language`]), libc ([`libc`]), secure
 //! execution, the kept environment and other agents ([`environ`]), and Go build info.
-//! [`cgroup`] finds a container's processes and resolves one answer for the container.
+//! [`cgroup`] finds a container's processes; [`container`] resolves one answer for them.
 //!
 //! Executables and `/proc` contents are untrusted: every read is bounded ([`elf`]).
 #![deny(clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 pub mod cgroup;
+pub mod container;
 pub mod elf;
 pub mod environ;
 pub mod language;
