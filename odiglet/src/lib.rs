@@ -19,6 +19,8 @@
 
 pub mod cli;
 pub mod ebpf_objects;
+pub mod goelf;
+pub mod inspect;
 pub mod process;
 pub mod ring;
 pub mod telemetry;

@@ -17,7 +17,22 @@ const APT_PACKAGES: &[&str] = &[
     "golang-1.19-go",
     // `unshare` for PID-namespace tests (util-linux is usually there already).
     "util-linux",
+    // Runtimes whose processes the runtime-inspection tests start and inspect. Their services
+    // are kept from starting at install time (see `apt_packages`): the tests run their own.
+    // The JDK (not only the JRE) so the Java test can run a single-file source program.
+    "openjdk-17-jdk-headless",
+    "ruby",
+    "php-cli",
+    "nginx",
+    "redis-server",
+    "postgresql",
+    "mariadb-server",
+    "musl-tools",
+    "g++",
 ];
+
+/// Debian's hook that `invoke-rc.d` asks before starting a service; exit 101 means "no".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// bpf-linker's version and LLVM feature; must match the nightly rustc's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -72,15 +87,32 @@ fn apt_packages() -> anyhow::Result<()> {
         "debian packages",
         &format!("installing {}", missing.join(" ")),
     );
+    // Server packages (nginx, redis, postgres, mariadb) would start their services on install
+    // where an init system exists; tests start their own instances on their own ports, so a
+    // temporary policy-rc.d denies that (unless the machine already has one).
+    let policy = std::path::Path::new(POLICY_RC_D);
+    let own_policy = !policy.exists();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# written by cargo xtask setup during apt-get install\nexit 101\n",
+        )?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
     // Output is kept for the error message; dpkg's progress is noise on success.
-    exec::output(Command::new("apt-get").args(["update", "-qq"]))?;
-    exec::output(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .map(drop)
+    let result = exec::output(Command::new("apt-get").args(["update", "-qq"])).and_then(|_| {
+        exec::output(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if own_policy {
+        std::fs::remove_file(policy)?;
+    }
+    result.map(drop)
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {

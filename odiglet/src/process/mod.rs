@@ -15,7 +15,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use container::{ContainerResolver, cgroup_path_from_proc, container_id_from_cgroup_path};
+pub use container::{
+    ContainerResolver, cgroup_path_from_proc, cgroup2_mount_from_mountinfo,
+    container_id_from_cgroup_path,
+};
 pub use filter::{CLUSTER_ENV_FILTER, DEFAULT_IGNORED_EXES, FilterError, ProcessFilter};
 pub use kernel_offsets::{KernelOffsetsError, VMLINUX_BTF};
 pub use probe::{LifecycleCounters, ProcessError, ProcessWatcher};

@@ -5,4 +5,5 @@
 mod support;
 
 mod cli;
+mod inspect;
 mod process_lifecycle;

@@ -1,4 +1,7 @@
 //! Shared test support: privilege checks, deadlines and process helpers.
 
+pub mod build;
 pub mod events;
+pub mod guards;
 pub mod privileges;
+pub mod runtimes;

@@ -1,0 +1,129 @@
+//! Builds test programs (Go with several toolchains, C, C++, Rust) once per source and
+//! toolchain, caching them under `target/test-bin/` keyed by a hash of everything that goes
+//! into them, so reruns start at once.
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    fs,
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+};
+
+/// Serializes builds: the machine is small and toolchains share caches.
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("odiglet lives in the workspace")
+        .to_owned()
+}
+
+fn cache_dir() -> PathBuf {
+    workspace_root().join("target/test-bin")
+}
+
+/// Returns the cached output of `build` for `key`; `build(dir, out)` writes `out`.
+fn cached(name: &str, key: &impl Hash, build: impl FnOnce(&Path, &Path)) -> PathBuf {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    let dir = cache_dir().join(format!("{name}-{:016x}", hasher.finish()));
+    let out = dir.join(name);
+    if out.exists() {
+        return out;
+    }
+    let _lock = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if out.exists() {
+        return out;
+    }
+    let work = dir.with_extension("tmp");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).expect("cannot write the build directory");
+    build(&work, &work.join(name));
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&work, &dir).expect("cannot write the build directory");
+    out
+}
+
+fn run(what: &str, cmd: &mut Command) {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A Go module `example.com/inspectme` that requires `example.com/dep v1.2.3` (replaced by a
+/// local directory, so no network), built by `go` with or without symbols.
+pub fn go_program(go: &Path, stripped: bool) -> PathBuf {
+    const MAIN: &str = "package main\n\nimport (\n\t\"os\"\n\t\"os/signal\"\n\n\t\"example.com/dep\"\n)\n\n\
+        func main() {\n\tdep.Hello()\n\tc := make(chan os.Signal, 1)\n\tsignal.Notify(c, os.Interrupt)\n\t<-c\n}\n";
+    const DEP: &str =
+        "package dep\n\nimport \"os\"\n\nfunc Hello() { os.Stdout.WriteString(\"ready\\n\") }\n";
+    const GO_MOD: &str = "module example.com/inspectme\n\ngo 1.19\n\nrequire example.com/dep v1.2.3\n\n\
+        replace example.com/dep => ./dep\n";
+    let name = if stripped { "go-stripped" } else { "go-full" };
+    cached(name, &(go, stripped, MAIN, DEP, GO_MOD), |dir, out| {
+        fs::create_dir_all(dir.join("dep")).expect("cannot write the build directory");
+        fs::write(dir.join("main.go"), MAIN).expect("cannot write the build directory");
+        fs::write(dir.join("go.mod"), GO_MOD).expect("cannot write the build directory");
+        fs::write(
+            dir.join("dep/go.mod"),
+            "module example.com/dep\n\ngo 1.19\n",
+        )
+        .expect("cannot write the build directory");
+        fs::write(dir.join("dep/dep.go"), DEP).expect("cannot write the build directory");
+        let mut cmd = Command::new(go);
+        cmd.current_dir(dir).args(["build", "-o"]).arg(out);
+        if stripped {
+            cmd.arg("-ldflags=-s -w");
+        }
+        // Offline: only the standard library and the local replacement.
+        cmd.env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local");
+        cmd.env("CGO_ENABLED", "0");
+        run("go build", cmd.arg("."));
+    })
+}
+
+/// A C or C++ program from `source`, compiled by `compiler` with `flags`.
+pub fn c_program(name: &str, compiler: &Path, ext: &str, source: &str, flags: &[&str]) -> PathBuf {
+    cached(name, &(compiler, ext, source, flags), |dir, out| {
+        let src = dir.join(format!("main.{ext}"));
+        fs::write(&src, source).expect("cannot write the build directory");
+        run(
+            name,
+            Command::new(compiler)
+                .args(flags)
+                .arg("-o")
+                .arg(out)
+                .arg(&src),
+        );
+    })
+}
+
+/// A Rust program built by the `rustc` running these tests.
+pub fn rust_program(source: &str) -> PathBuf {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    // The compiler's version is part of the key: the test checks the version it embeds.
+    let version = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    cached("rust-program", &(version, source), |dir, out| {
+        let src = dir.join("main.rs");
+        fs::write(&src, source).expect("cannot write the build directory");
+        run(
+            "rustc",
+            Command::new(&rustc).args(["-O", "-o"]).arg(out).arg(&src),
+        );
+    })
+}
