@@ -8,7 +8,7 @@
 use std::{env, fs, path::PathBuf};
 
 /// Program objects, by the `[[bin]]` names of `odiglet-ebpf`.
-const OBJECTS: &[&str] = &["lifecycle"];
+const OBJECTS: &[&str] = &["lifecycle", "go_http"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

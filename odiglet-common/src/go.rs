@@ -140,6 +140,36 @@ pub struct GoOffsets {
     pub reserved: u32,
 }
 
+/// Key of per-call state: a goroutine of a process. `g` pointers are reused after a goroutine
+/// exits, which is harmless here because a call's state lives only from entry to return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GoroutineKey {
+    pub pid: u32,
+    pub reserved: u32,
+    pub goroutine: u64,
+}
+
+/// A server call in flight: the span being built and the pointers its return probe reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerCall {
+    pub span: HttpServerSpan,
+    /// `*http.Request`.
+    pub request: u64,
+    /// The `*http.response` behind the `ResponseWriter` interface.
+    pub response: u64,
+}
+
+/// A client call in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientCall {
+    pub span: HttpClientSpan,
+    /// `*http.Request`.
+    pub request: u64,
+}
+
 /// `GoOffsets::enabled_libraries`: `net/http` server spans.
 pub const GO_LIBRARY_HTTP_SERVER: u32 = 1 << 0;
 /// `GoOffsets::enabled_libraries`: `net/http` client spans.
@@ -156,7 +186,7 @@ pub const GO_COUNTER_READ_FAILED: u32 = 3;
 pub const GO_COUNTERS_LEN: u32 = 4;
 
 /// Calls in flight at once per probe (LRU: goroutines that never return are evicted).
-pub const GO_INFLIGHT_MAX: u32 = 16_384;
+pub const GO_INFLIGHT_MAX: u32 = 4096;
 /// Instrumented processes at once.
 pub const GO_PROCESSES_MAX: u32 = 4096;
 
@@ -186,10 +216,20 @@ const _: () = assert!(
             + HTTP_PROTO_LEN
 );
 const _: () = assert!(core::mem::size_of::<GoOffsets>() == 16 * 4);
+const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
+const _: () =
+    assert!(core::mem::size_of::<ServerCall>() == core::mem::size_of::<HttpServerSpan>() + 16);
+const _: () =
+    assert!(core::mem::size_of::<ClientCall>() == core::mem::size_of::<HttpClientSpan>() + 8);
+const _: () = assert!(core::mem::size_of::<HttpServerSpan>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<HttpClientSpan>().is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{GoOffsets, HttpClientSpan, HttpServerSpan, SpanContext, SpanHeader};
+    use super::{
+        ClientCall, GoOffsets, GoroutineKey, HttpClientSpan, HttpServerSpan, ServerCall,
+        SpanContext, SpanHeader,
+    };
 
     // SAFETY: `#[repr(C)]`, integers and integer arrays only, no padding (sizes asserted
     // above), every bit pattern valid.
@@ -202,4 +242,10 @@ mod pod {
     unsafe impl aya::Pod for HttpClientSpan {}
     // SAFETY: as above.
     unsafe impl aya::Pod for GoOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for GoroutineKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ServerCall {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ClientCall {}
 }

@@ -60,3 +60,81 @@ pub unsafe fn task_vpid(task: u64, off: &KernelOffsets) -> Result<u32, i32> {
         read_kernel_at::<u32>(pid, entry)
     }
 }
+
+// === Go ===
+
+/// Argument and result registers of Go's amd64 register ABI, in order (Go >= 1.17).
+#[inline(always)]
+pub fn go_register(regs: &aya_ebpf::bindings::pt_regs, n: usize) -> u64 {
+    match n {
+        0 => regs.rax,
+        1 => regs.rbx,
+        2 => regs.rcx,
+        3 => regs.rdi,
+        4 => regs.rsi,
+        5 => regs.r8,
+        6 => regs.r9,
+        7 => regs.r10,
+        8 => regs.r11,
+        _ => 0,
+    }
+}
+
+/// The current goroutine (`g`), which Go's amd64 ABI keeps in R14.
+#[inline(always)]
+pub fn goroutine(regs: &aya_ebpf::bindings::pt_regs) -> u64 {
+    regs.r14
+}
+
+/// Reads a `T` at `base + offset` in the current process's memory.
+///
+/// # Safety
+/// None beyond the helper's: the kernel checks the address; a wrong offset gives a wrong value.
+#[inline(always)]
+pub unsafe fn read_user_at<T>(base: u64, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_user validates the address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user((base + u64::from(offset)) as *const T) }
+}
+
+/// Copies the Go string whose header (`{ptr, len}`) is at `header` into `dst`. Returns the bytes
+/// copied and whether the string was longer than `dst`.
+///
+/// # Safety
+/// As [`read_user_at`].
+#[inline(always)]
+pub unsafe fn read_go_string<const N: usize>(
+    header: u64,
+    dst: &mut [u8; N],
+) -> Result<(u16, bool), i32> {
+    // SAFETY: user-memory reads checked by the kernel; the copy is bounded by `N` below.
+    unsafe {
+        let ptr: u64 = read_user_at(header, 0)?;
+        let len: u64 = read_user_at(header, 8)?;
+        let truncated = len > N as u64;
+        let n = if truncated { N as u64 } else { len };
+        if n > 0 {
+            let copied = aya_ebpf::helpers::generated::bpf_probe_read_user(
+                dst.as_mut_ptr().cast(),
+                n as u32,
+                ptr as *const _,
+            );
+            if copied != 0 {
+                return Err(copied as i32);
+            }
+        }
+        Ok((n as u16, truncated))
+    }
+}
+
+/// A random, non-zero 64-bit id.
+#[inline(always)]
+pub fn random_u64() -> u64 {
+    // SAFETY: a helper without arguments.
+    let (hi, lo) = unsafe {
+        (
+            aya_ebpf::helpers::generated::bpf_get_prandom_u32(),
+            aya_ebpf::helpers::generated::bpf_get_prandom_u32(),
+        )
+    };
+    (u64::from(hi) << 32 | u64::from(lo)) | 1
+}

@@ -11,6 +11,13 @@ pub struct MissingObject(pub &'static str);
 
 static LIFECYCLE: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lifecycle.bpf.o"));
 
+static GO_HTTP: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/go_http.bpf.o"));
+
+/// The Go instrumentation object (`net/http` server and client).
+pub fn go_http() -> Result<&'static [u8], MissingObject> {
+    non_empty("go_http", GO_HTTP)
+}
+
 /// The process-lifecycle probe object.
 pub fn lifecycle() -> Result<&'static [u8], MissingObject> {
     non_empty("lifecycle", LIFECYCLE)

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod ebpf_objects;
 pub mod goelf;
 pub mod inspect;
+pub mod instrument;
 pub mod process;
 pub mod ring;
 pub mod telemetry;

@@ -5,5 +5,6 @@
 mod support;
 
 mod cli;
+mod go_http;
 mod inspect;
 mod process_lifecycle;

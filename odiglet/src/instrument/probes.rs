@@ -1,0 +1,322 @@
+//! The Go probe object: loading, per-process attach and detach, runtime library switches.
+
+use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    },
+};
+use odiglet_common::go::{
+    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED,
+    GO_COUNTER_RINGBUF_FULL, GoOffsets, GoroutineKey, ServerCall, SpanContext,
+};
+use tracing::{debug, warn};
+
+use crate::ebpf_objects;
+
+const SERVER_ENTRY: &str = "odiglet_go_http_server_entry";
+const SERVER_RETURN: &str = "odiglet_go_http_server_return";
+const CLIENT_ENTRY: &str = "odiglet_go_http_client_entry";
+const CLIENT_RETURN: &str = "odiglet_go_http_client_return";
+const HEADER_LINE_RETURN: &str = "odiglet_go_textproto_line_return";
+const PROGRAMS: [&str; 5] = [
+    SERVER_ENTRY,
+    SERVER_RETURN,
+    CLIENT_ENTRY,
+    CLIENT_RETURN,
+    HEADER_LINE_RETURN,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    MissingObject(#[from] ebpf_objects::MissingObject),
+    #[error("cannot load the Go eBPF object (odiglet needs root or CAP_BPF+CAP_PERFMON)")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the Go eBPF object lacks `{0}`")]
+    MissingPart(&'static str),
+    #[error("cannot load program `{program}`")]
+    LoadProgram {
+        program: &'static str,
+        // Boxed: aya's errors are large and this enum travels in every Result here.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("pid {pid}: cannot attach `{program}` at file offset {offset:#x} of {}", exe.display())]
+    Attach {
+        pid: u32,
+        program: &'static str,
+        offset: u64,
+        exe: PathBuf,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("pid {pid}: cannot update map `{map}`")]
+    Map {
+        pid: u32,
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("pid {0} is not a valid process id")]
+    BadPid(u32),
+    #[error("the span ring buffer was already taken")]
+    SpansTaken,
+}
+
+/// Where one function's probes go, as file offsets into the executable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionOffsets {
+    pub entry: u64,
+    pub returns: Vec<u64>,
+}
+
+/// What to attach to one process.
+#[derive(Clone, Debug)]
+pub struct ProcessTargets {
+    /// The executable to attach to; `/proc/<pid>/exe` works across mount namespaces.
+    pub exe: PathBuf,
+    pub offsets: GoOffsets,
+    pub http_server: Option<FunctionOffsets>,
+    pub http_client: Option<FunctionOffsets>,
+    /// `readContinuedLineSlice`: only its RETs are used.
+    pub header_line: Option<FunctionOffsets>,
+}
+
+/// Counts from the probes (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoCounters {
+    pub ringbuf_full: u64,
+    pub double_entry: u64,
+    pub missing_entry: u64,
+    pub read_failed: u64,
+}
+
+/// The loaded Go probe object and its attachments.
+pub struct GoProbes {
+    ebpf: Ebpf,
+    processes: BpfHashMap<MapData, u32, GoOffsets>,
+    counters: PerCpuArray<MapData, u64>,
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+}
+
+impl GoProbes {
+    /// Loads the object and every program; nothing is attached yet.
+    pub fn load(ring_buffer_bytes: u32) -> Result<Self, AttachError> {
+        let object = ebpf_objects::go_http()?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("GO_SPANS", ring_buffer_bytes)
+            .load(object)
+            .map_err(|e| AttachError::Load(Box::new(e)))?;
+        for program in PROGRAMS {
+            let load = |ebpf: &mut Ebpf| -> Result<(), ProgramError> {
+                let probe: &mut UProbe = ebpf
+                    .program_mut(program)
+                    .ok_or(ProgramError::UnexpectedProgramType)?
+                    .try_into()?;
+                probe.load()
+            };
+            load(&mut ebpf).map_err(|source| AttachError::LoadProgram {
+                program,
+                source: Box::new(source),
+            })?;
+        }
+        let processes = BpfHashMap::try_from(
+            ebpf.take_map("GO_PROCESSES")
+                .ok_or(AttachError::MissingPart("GO_PROCESSES"))?,
+        )
+        .map_err(|source| AttachError::Map {
+            pid: 0,
+            map: "GO_PROCESSES",
+            source,
+        })?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("GO_COUNTERS")
+                .ok_or(AttachError::MissingPart("GO_COUNTERS"))?,
+        )
+        .map_err(|source| AttachError::Map {
+            pid: 0,
+            map: "GO_COUNTERS",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            processes,
+            counters,
+            links: HashMap::new(),
+        })
+    }
+
+    /// The span ring buffer, for the pipeline. Can be taken once.
+    pub fn take_spans(&mut self) -> Result<RingBuf<MapData>, AttachError> {
+        let map = self
+            .ebpf
+            .take_map("GO_SPANS")
+            .ok_or(AttachError::SpansTaken)?;
+        RingBuf::try_from(map).map_err(|source| AttachError::Map {
+            pid: 0,
+            map: "GO_SPANS",
+            source,
+        })
+    }
+
+    /// Attaches to `pid`. Offsets are published before the probes attach, so the first hit
+    /// already finds them; on any failure everything attached so far is undone.
+    pub fn attach(&mut self, pid: u32, targets: &ProcessTargets) -> Result<(), AttachError> {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(AttachError::BadPid(pid))?);
+        self.detach(pid);
+        self.processes
+            .insert(pid, targets.offsets, 0)
+            .map_err(|source| AttachError::Map {
+                pid,
+                map: "GO_PROCESSES",
+                source,
+            })?;
+        let mut plan: Vec<(&'static str, u64)> = Vec::new();
+        for (function, entry, ret) in [
+            (&targets.http_server, Some(SERVER_ENTRY), SERVER_RETURN),
+            (&targets.http_client, Some(CLIENT_ENTRY), CLIENT_RETURN),
+            (&targets.header_line, None, HEADER_LINE_RETURN),
+        ] {
+            let Some(function) = function else { continue };
+            if let Some(entry) = entry {
+                plan.push((entry, function.entry));
+            }
+            plan.extend(function.returns.iter().map(|offset| (ret, *offset)));
+        }
+        let mut links = Vec::with_capacity(plan.len());
+        for (program, offset) in plan {
+            match self.attach_one(program, offset, &targets.exe, scope) {
+                Ok(link) => links.push((program, link)),
+                Err(source) => {
+                    self.links.insert(pid, links);
+                    self.detach(pid);
+                    return Err(AttachError::Attach {
+                        pid,
+                        program,
+                        offset,
+                        exe: targets.exe.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        debug!(pid, probes = links.len(), "attached Go probes");
+        self.links.insert(pid, links);
+        Ok(())
+    }
+
+    fn attach_one(
+        &mut self,
+        program: &'static str,
+        offset: u64,
+        exe: &std::path::Path,
+        scope: UProbeScope,
+    ) -> Result<UProbeLinkId, ProgramError> {
+        let probe: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(ProgramError::UnexpectedProgramType)?
+            .try_into()?;
+        probe.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
+    }
+
+    /// Switches libraries on or off for an attached process without re-attaching.
+    pub fn set_libraries(&mut self, pid: u32, enabled_libraries: u32) -> Result<(), AttachError> {
+        let mut offsets = self
+            .processes
+            .get(&pid, 0)
+            .map_err(|source| AttachError::Map {
+                pid,
+                map: "GO_PROCESSES",
+                source,
+            })?;
+        offsets.enabled_libraries = enabled_libraries;
+        self.processes
+            .insert(pid, offsets, 0)
+            .map_err(|source| AttachError::Map {
+                pid,
+                map: "GO_PROCESSES",
+                source,
+            })
+    }
+
+    /// Detaches from `pid` and forgets its state in every map. Idempotent; safe after the
+    /// process exited (the kernel already dropped its uprobes then).
+    pub fn detach(&mut self, pid: u32) {
+        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
+            let detached = self
+                .ebpf
+                .program_mut(program)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                .map(|p| p.detach(link));
+            if let Some(Err(error)) = detached {
+                debug!(pid, program, %error, "detach failed (process gone?)");
+            }
+        }
+        let _ = self.processes.remove(&pid);
+        self.forget_calls(pid);
+    }
+
+    /// Removes in-flight state of `pid` (calls that will never return now).
+    fn forget_calls(&mut self, pid: u32) {
+        fn sweep<V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, pid: u32) {
+            let Some(map) = ebpf.map_mut(name) else {
+                return;
+            };
+            let Ok(mut map) = BpfHashMap::<_, GoroutineKey, V>::try_from(map) else {
+                warn!(map = name, "unexpected map type");
+                return;
+            };
+            let stale: Vec<GoroutineKey> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|key| key.pid == pid)
+                .collect();
+            for key in stale {
+                let _ = map.remove(&key);
+            }
+        }
+        sweep::<ServerCall>(&mut self.ebpf, "SERVER_CALLS", pid);
+        sweep::<ClientCall>(&mut self.ebpf, "CLIENT_CALLS", pid);
+        sweep::<SpanContext>(&mut self.ebpf, "ACTIVE_SPANS", pid);
+        sweep::<SpanContext>(&mut self.ebpf, "INCOMING_PARENTS", pid);
+    }
+
+    /// Processes with probes attached.
+    pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {
+        self.links.keys().copied()
+    }
+
+    /// Entries left in the in-flight maps for `pid` (0 after a clean detach).
+    pub fn in_flight(&mut self, pid: u32) -> usize {
+        fn count<V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, pid: u32) -> usize {
+            ebpf.map_mut(name)
+                .and_then(|map| BpfHashMap::<_, GoroutineKey, V>::try_from(map).ok())
+                .map_or(0, |map| {
+                    map.keys()
+                        .filter_map(Result::ok)
+                        .filter(|k| k.pid == pid)
+                        .count()
+                })
+        }
+        count::<ServerCall>(&mut self.ebpf, "SERVER_CALLS", pid)
+            + count::<ClientCall>(&mut self.ebpf, "CLIENT_CALLS", pid)
+            + count::<SpanContext>(&mut self.ebpf, "ACTIVE_SPANS", pid)
+            + count::<SpanContext>(&mut self.ebpf, "INCOMING_PARENTS", pid)
+    }
+
+    pub fn counters(&self) -> GoCounters {
+        let sum = |index| self.counters.get(&index, 0).map_or(0, |v| v.iter().sum());
+        GoCounters {
+            ringbuf_full: sum(GO_COUNTER_RINGBUF_FULL),
+            double_entry: sum(GO_COUNTER_DOUBLE_ENTRY),
+            missing_entry: sum(GO_COUNTER_MISSING_ENTRY),
+            read_failed: sum(GO_COUNTER_READ_FAILED),
+        }
+    }
+}
