@@ -135,9 +135,18 @@ pub struct GoOffsets {
     // net/http.Response (the client's result)
     pub client_response_status_code: u32,
     pub client_response_proto: u32,
+    // Outgoing propagation: the connection a client request goes out on.
+    /// `net/http.persistConn.conn` (a `net.Conn` interface).
+    pub persist_conn_conn: u32,
+    /// `net.TCPConn`'s embedded `conn.fd` (`*netFD`).
+    pub tcp_conn_fd: u32,
+    /// `net.netFD.laddr` and `raddr` (`net.Addr` interfaces holding `*TCPAddr`).
+    pub net_fd_laddr: u32,
+    pub net_fd_raddr: u32,
+    /// `net.TCPAddr.Port`.
+    pub tcp_addr_port: u32,
     /// `GO_LIBRARY_*` bits of the instrumentation enabled for this process.
     pub enabled_libraries: u32,
-    pub reserved: u32,
 }
 
 /// Key of per-call state: a goroutine of a process. `g` pointers are reused after a goroutine
@@ -174,6 +183,20 @@ pub struct ClientCall {
 pub const GO_LIBRARY_HTTP_SERVER: u32 = 1 << 0;
 /// `GoOffsets::enabled_libraries`: `net/http` client spans.
 pub const GO_LIBRARY_HTTP_CLIENT: u32 = 1 << 1;
+/// `GoOffsets::enabled_libraries`: `traceparent` injected into outgoing HTTP/1 requests.
+pub const GO_LIBRARY_HTTP_PROPAGATION: u32 = 1 << 2;
+
+/// Outgoing requests waiting for their `traceparent`, keyed by connection ports
+/// (`local << 16 | remote`, host order).
+pub const GO_OUTGOING_MAX: u32 = 4096;
+
+/// The connection key `sock_ops` files sockets under and the Go probe records contexts under.
+pub const fn connection_key(local_port: u16, remote_port: u16) -> u32 {
+    (local_port as u32) << 16 | remote_port as u32
+}
+
+/// Bytes of the header line injected: `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`.
+pub const TRACEPARENT_HEADER_LEN: usize = 70;
 
 /// Index in `GO_COUNTERS`: spans lost because the ring buffer was full.
 pub const GO_COUNTER_RINGBUF_FULL: u32 = 0;
@@ -183,7 +206,13 @@ pub const GO_COUNTER_DOUBLE_ENTRY: u32 = 1;
 pub const GO_COUNTER_MISSING_ENTRY: u32 = 2;
 /// Index: user-memory reads that failed.
 pub const GO_COUNTER_READ_FAILED: u32 = 3;
-pub const GO_COUNTERS_LEN: u32 = 4;
+/// Index: `traceparent` headers injected into outgoing requests.
+pub const GO_COUNTER_INJECTED: u32 = 4;
+/// Index: outgoing requests that already carried a `traceparent` (left alone).
+pub const GO_COUNTER_INJECT_SKIPPED: u32 = 5;
+/// Index: injections that failed (not HTTP/1, buffer too short, helper errors).
+pub const GO_COUNTER_INJECT_FAILED: u32 = 6;
+pub const GO_COUNTERS_LEN: u32 = 7;
 
 /// Calls in flight at once per probe (LRU: goroutines that never return are evicted).
 pub const GO_INFLIGHT_MAX: u32 = 4096;
@@ -215,7 +244,7 @@ const _: () = assert!(
             + HTTP_PATH_LEN
             + HTTP_PROTO_LEN
 );
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 16 * 4);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 20 * 4);
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () =
     assert!(core::mem::size_of::<ServerCall>() == core::mem::size_of::<HttpServerSpan>() + 16);

@@ -10,20 +10,26 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::{map, uprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::ProbeContext,
+    bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, pt_regs, sk_action::SK_PASS},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{bpf_loop, bpf_msg_pull_data, bpf_probe_read_kernel},
+    },
+    macros::{map, sk_msg, sock_ops, uprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
+    programs::{ProbeContext, SkMsgContext, SockOpsContext},
 };
 use odiglet_common::go::{
-    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED,
-    GO_COUNTER_RINGBUF_FULL, GO_COUNTERS_LEN, GO_INFLIGHT_MAX, GO_LIBRARY_HTTP_CLIENT,
-    GO_LIBRARY_HTTP_SERVER, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GoOffsets,
-    GoroutineKey, HttpClientSpan, HttpServerSpan, OFFSET_NONE, SPAN_FLAG_ERROR,
-    SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, ServerCall, SpanContext,
-    SpanHeader,
+    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED, GO_COUNTER_INJECT_SKIPPED,
+    GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL,
+    GO_COUNTERS_LEN, GO_INFLIGHT_MAX, GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION,
+    GO_LIBRARY_HTTP_SERVER, GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT,
+    GO_SPAN_HTTP_SERVER, GoOffsets, GoroutineKey, HttpClientSpan, HttpServerSpan, OFFSET_NONE,
+    SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED,
+    ServerCall, SpanContext, SpanHeader, TRACEPARENT_HEADER_LEN, connection_key,
 };
 use odiglet_ebpf::{go_register, goroutine, random_u64, read_go_string, read_user_at};
 
@@ -253,6 +259,10 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     span.header.flags = flags;
     span.route_len = 0;
     span.status_code = 0;
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the call (over 500 bytes) would be copied onto the 512-byte BPF stack"
+    )]
     SERVER_CALLS.insert(key, &*call, 0)?;
     let _ = ACTIVE_SPANS.insert(key, call.span.header.context, 0);
     Ok(())
@@ -385,6 +395,10 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     span.proto_len = 0;
     span.status_code = 0;
     span.reserved = 0;
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the call (over 500 bytes) would be copied onto the 512-byte BPF stack"
+    )]
     CLIENT_CALLS.insert(key, &*call, 0)?;
     Ok(())
 }
@@ -532,6 +546,306 @@ fn parse_traceparent(value: &[u8; TRACEPARENT_VALUE_LEN]) -> Option<SpanContext>
     }
     context.trace_flags = hex_byte(value, 53)?;
     Some(context)
+}
+
+// === outgoing trace context ===
+//
+// `bpf_probe_write_user` is refused under kernel lockdown, so the `traceparent` header cannot be
+// written into Go's buffers. It is added on the way out instead: the Go probe records the client
+// span under its connection's ports, `sock_ops` files client sockets into `SOCKETS`, and the
+// `sk_msg` program attached to that map inserts the header after the request line. HTTP/1 in
+// clear text only; TLS and HTTP/2 need other means.
+
+/// Client span contexts waiting for their request to be written, by `connection_key`.
+#[map]
+static OUTGOING: LruHashMap<u32, SpanContext> = LruHashMap::with_max_entries(GO_OUTGOING_MAX, 0);
+
+/// Established client sockets, by `connection_key`; `sk_msg` runs on their sends.
+#[map]
+static SOCKETS: SockHash<u32> = SockHash::with_max_entries(65_536, 0);
+
+/// Bytes of an outgoing message examined for the request line and existing headers.
+const INSPECT_LEN: usize = 1024;
+/// Longest request line we look for the end of.
+const REQUEST_LINE_MAX: usize = 512;
+/// Bytes of headers searched for an existing `traceparent`.
+const HEADER_SCAN_LEN: usize = 768;
+
+#[map]
+static MESSAGE_SCRATCH: PerCpuArray<[u8; INSPECT_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+#[uprobe]
+pub fn odiglet_go_http_conn_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_conn_entry(&ctx);
+    0
+}
+
+/// `(*persistConn).roundTrip(pc, req)` runs on the goroutine of `(*Transport).roundTrip` once
+/// the connection is chosen: `pc = RAX`. Records the client span under the connection's ports.
+fn try_conn_entry(ctx: &ProbeContext) -> Result<(), i32> {
+    let key = current_key(ctx);
+    let Some(off) = offsets_for(key.pid, GO_LIBRARY_HTTP_PROPAGATION) else {
+        return Ok(());
+    };
+    // SAFETY: a lookup whose value is copied out at once.
+    let Some(context) = (unsafe { CLIENT_CALLS.get(key) }).map(|call| call.span.header.context)
+    else {
+        return Ok(());
+    };
+    let pc = go_register(regs(ctx), 0);
+    // SAFETY: user-memory reads along persistConn.conn -> *TCPConn -> *netFD -> *TCPAddr.
+    let ports = unsafe {
+        // An interface is (itab, data): the data word follows the type word.
+        let conn = pointer_field(pc, off.persist_conn_conn.wrapping_add(8));
+        let fd = pointer_field(conn, off.tcp_conn_fd);
+        let local = pointer_field(fd, off.net_fd_laddr.wrapping_add(8));
+        let remote = pointer_field(fd, off.net_fd_raddr.wrapping_add(8));
+        if local == 0 || remote == 0 || off.tcp_addr_port == OFFSET_NONE {
+            return Ok(());
+        }
+        (
+            read_user_at::<u64>(local, off.tcp_addr_port)?,
+            read_user_at::<u64>(remote, off.tcp_addr_port)?,
+        )
+    };
+    let _ = OUTGOING.insert(connection_key(ports.0 as u16, ports.1 as u16), context, 0);
+    Ok(())
+}
+
+#[sock_ops]
+pub fn odiglet_sock_ops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        // local_port is in host order; remote_port holds the network-order port in its top half.
+        let key = connection_key(
+            ctx.local_port() as u16,
+            u32::from_be(ctx.remote_port()) as u16,
+        );
+        // SAFETY: the context's sock_ops pointer is valid for this run.
+        let ops = unsafe { &mut *ctx.ops };
+        let _ = SOCKETS.update(key, ops, u64::from(BPF_ANY));
+    }
+    1
+}
+
+#[sk_msg]
+pub fn odiglet_sk_msg_inject(ctx: SkMsgContext) -> u32 {
+    let _ = try_inject(&ctx);
+    SK_PASS
+}
+
+fn try_inject(ctx: &SkMsgContext) -> Result<(), i32> {
+    // SAFETY: the context's message pointer is valid for this run.
+    let md = unsafe { &*ctx.msg };
+    let key = connection_key(md.local_port as u16, u32::from_be(md.remote_port) as u16);
+    // SAFETY: a lookup whose value is copied out at once.
+    let Some(context) = (unsafe { OUTGOING.get(key) }).copied() else {
+        return Ok(());
+    };
+    let _ = OUTGOING.remove(key);
+    match inject(ctx, &context) {
+        Ok(true) => count(GO_COUNTER_INJECTED),
+        Ok(false) => count(GO_COUNTER_INJECT_SKIPPED),
+        Err(_) => count(GO_COUNTER_INJECT_FAILED),
+    }
+    Ok(())
+}
+
+/// Inserts the header after the request line. `Ok(false)`: the request already has one.
+fn inject(ctx: &SkMsgContext, context: &SpanContext) -> Result<bool, i32> {
+    let size = ctx.size() as usize;
+    let inspect = if size > INSPECT_LEN {
+        INSPECT_LEN
+    } else {
+        size
+    };
+    if inspect < 16 {
+        return Err(-1);
+    }
+    // SAFETY: the helper linearizes the first bytes of this message.
+    if unsafe { bpf_msg_pull_data(ctx.msg, 0, inspect as u32, 0) } != 0 {
+        return Err(-1);
+    }
+    let buf = MESSAGE_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
+    // SAFETY: per-CPU scratch, used only during this run.
+    let buf = unsafe { &mut *buf };
+    let available = ctx.data_end().saturating_sub(ctx.data());
+    let copy = if available < inspect {
+        available
+    } else {
+        inspect
+    };
+    if copy < 16 {
+        return Err(-1);
+    }
+    // Copy rather than parse in place: the verifier checks array indexes far more easily
+    // than variable packet offsets.
+    // SAFETY: reads `copy <= INSPECT_LEN` bytes of the linear message data into our buffer.
+    if unsafe {
+        bpf_probe_read_kernel(buf.as_mut_ptr().cast(), copy as u32, ctx.data() as *const _)
+    } != 0
+    {
+        return Err(-1);
+    }
+    // The request line ends with " HTTP/1.x\r\n". Both scans run under `bpf_loop`, which
+    // verifies the callback once instead of every iteration of a variable-bound loop.
+    let mut scan = Scan {
+        copy: copy as u64,
+        start: 0,
+        found: 0,
+    };
+    // SAFETY: the callback has the signature bpf_loop expects; `scan` outlives the call.
+    unsafe {
+        bpf_loop(
+            REQUEST_LINE_MAX as u32,
+            find_line_end as *mut c_void,
+            (&raw mut scan).cast(),
+            0,
+        )
+    };
+    let eol = scan.found as usize;
+    if !(10..REQUEST_LINE_MAX).contains(&eol) || &buf[eol - 9..eol - 1] != b" HTTP/1." {
+        return Err(-1);
+    }
+    // Leave requests that already carry a traceparent (an SDK in the application) alone.
+    let mut scan = Scan {
+        copy: copy as u64,
+        start: (eol + 1) as u64,
+        found: 0,
+    };
+    // SAFETY: as above.
+    unsafe {
+        bpf_loop(
+            HEADER_SCAN_LEN as u32,
+            find_traceparent as *mut c_void,
+            (&raw mut scan).cast(),
+            0,
+        )
+    };
+    if scan.found != 0 {
+        return Ok(false);
+    }
+
+    let at = (eol + 2) as u32;
+    ctx.push_data(at, TRACEPARENT_HEADER_LEN as u32, 0)?;
+    // SAFETY: makes the pushed bytes linear; afterwards `data` points at `at`.
+    if unsafe { bpf_msg_pull_data(ctx.msg, at, at + TRACEPARENT_HEADER_LEN as u32, 0) } != 0 {
+        return Err(-1);
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + TRACEPARENT_HEADER_LEN > end {
+        return Err(-1);
+    }
+    let header = traceparent_header(context);
+    for (k, byte) in header.iter().enumerate() {
+        // SAFETY: `data + k < data + TRACEPARENT_HEADER_LEN <= end`, checked above.
+        unsafe { *((data + k) as *mut u8) = *byte };
+    }
+    Ok(true)
+}
+
+/// State shared with the `bpf_loop` callbacks (which re-fetch the per-CPU buffer themselves).
+#[repr(C)]
+struct Scan {
+    /// Valid bytes in `MESSAGE_SCRATCH`.
+    copy: u64,
+    /// Where the scan starts.
+    start: u64,
+    /// Result: the offset found, 0 for none.
+    found: u64,
+}
+
+/// `bpf_loop` callback: finds the `\r\n` ending the request line. Returns 1 to stop.
+#[inline(never)]
+extern "C" fn find_line_end(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Scan` pointer given to it.
+    let scan = unsafe { &mut *ctx.cast::<Scan>() };
+    let Some(buf) = MESSAGE_SCRATCH.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch filled by the caller in this same run.
+    let buf = unsafe { &*buf };
+    let i = index as usize;
+    if i >= REQUEST_LINE_MAX - 1 || index + 1 >= scan.copy {
+        return 1;
+    }
+    if buf[i] == b'\r' && buf[i + 1] == b'\n' {
+        scan.found = index;
+        return 1;
+    }
+    0
+}
+
+/// `bpf_loop` callback: sets `found` when a header line is named `traceparent`. Returns 1 to
+/// stop at the end of the headers or of the buffer.
+#[inline(never)]
+extern "C" fn find_traceparent(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Scan` pointer given to it.
+    let scan = unsafe { &mut *ctx.cast::<Scan>() };
+    let Some(buf) = MESSAGE_SCRATCH.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch filled by the caller in this same run.
+    let buf = unsafe { &*buf };
+    let i = (scan.start + index) as usize;
+    // Bound `i` itself (not `i + 14`): the verifier tracks the register that indexes.
+    if i >= INSPECT_LEN - 14 || i as u64 + 14 >= scan.copy {
+        return 1;
+    }
+    if buf[i] != b'\n' {
+        return 0;
+    }
+    if buf[i + 1] == b'\r' {
+        return 1; // end of headers
+    }
+    if names_traceparent(buf, i + 1) {
+        scan.found = 1;
+        return 1;
+    }
+    0
+}
+
+/// True when the header line starting at `at` is named `traceparent` (any case).
+#[inline(always)]
+fn names_traceparent(buf: &[u8; INSPECT_LEN], at: usize) -> bool {
+    let (Some(head), Some(tail)) = (buf.get(at..at + 8), buf.get(at + 8..at + 12)) else {
+        return false;
+    };
+    let mut h = [0u8; 8];
+    h.copy_from_slice(head);
+    let mut t = [0u8; 4];
+    t.copy_from_slice(tail);
+    // OR-ing 0x20 lowercases ASCII letters and leaves ':' unchanged.
+    u64::from_le_bytes(h) | 0x2020_2020_2020_2020 == u64::from_le_bytes(*b"tracepar")
+        && u32::from_le_bytes(t) | 0x2020_2020 == u32::from_le_bytes(*b"ent:")
+}
+
+fn hex_digit(nibble: u8) -> u8 {
+    if nibble < 10 {
+        b'0' + nibble
+    } else {
+        b'a' + nibble - 10
+    }
+}
+
+/// `traceparent: 00-<trace id>-<span id>-<flags>\r\n`.
+fn traceparent_header(context: &SpanContext) -> [u8; TRACEPARENT_HEADER_LEN] {
+    let mut out = [0u8; TRACEPARENT_HEADER_LEN];
+    out[..16].copy_from_slice(b"traceparent: 00-");
+    for (i, b) in context.trace_id.iter().enumerate() {
+        out[16 + 2 * i] = hex_digit(b >> 4);
+        out[17 + 2 * i] = hex_digit(b & 0xf);
+    }
+    out[48] = b'-';
+    for (i, b) in context.span_id.iter().enumerate() {
+        out[49 + 2 * i] = hex_digit(b >> 4);
+        out[50 + 2 * i] = hex_digit(b & 0xf);
+    }
+    out[65] = b'-';
+    out[66] = hex_digit(context.trace_flags >> 4);
+    out[67] = hex_digit(context.trace_flags & 0xf);
+    out[68] = b'\r';
+    out[69] = b'\n';
+    out
 }
 
 #[cfg(not(test))]

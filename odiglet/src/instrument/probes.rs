@@ -1,18 +1,26 @@
 //! The Go probe object: loading, per-process attach and detach, runtime library switches.
 
-use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fs::File,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash},
     programs::{
-        ProgramError, UProbe,
+        CgroupAttachMode, ProgramError, SkMsg, SockOps, UProbe,
+        sk_msg::SkMsgLinkId,
+        sock_ops::SockOpsLinkId,
         uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
     },
 };
 use odiglet_common::go::{
-    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED,
-    GO_COUNTER_RINGBUF_FULL, GoOffsets, GoroutineKey, ServerCall, SpanContext,
+    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED, GO_COUNTER_INJECT_SKIPPED,
+    GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL,
+    GoOffsets, GoroutineKey, ServerCall, SpanContext,
 };
 use tracing::{debug, warn};
 
@@ -23,13 +31,17 @@ const SERVER_RETURN: &str = "odiglet_go_http_server_return";
 const CLIENT_ENTRY: &str = "odiglet_go_http_client_entry";
 const CLIENT_RETURN: &str = "odiglet_go_http_client_return";
 const HEADER_LINE_RETURN: &str = "odiglet_go_textproto_line_return";
-const PROGRAMS: [&str; 5] = [
+const CONNECTION_ENTRY: &str = "odiglet_go_http_conn_entry";
+const UPROBES: [&str; 6] = [
     SERVER_ENTRY,
     SERVER_RETURN,
     CLIENT_ENTRY,
     CLIENT_RETURN,
     HEADER_LINE_RETURN,
+    CONNECTION_ENTRY,
 ];
+const SOCK_OPS: &str = "odiglet_sock_ops";
+const SK_MSG: &str = "odiglet_sk_msg_inject";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -62,6 +74,12 @@ pub enum AttachError {
         #[source]
         source: MapError,
     },
+    #[error("cannot attach socket programs to cgroup {}", path.display())]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pid {0} is not a valid process id")]
     BadPid(u32),
     #[error("the span ring buffer was already taken")]
@@ -85,6 +103,8 @@ pub struct ProcessTargets {
     pub http_client: Option<FunctionOffsets>,
     /// `readContinuedLineSlice`: only its RETs are used.
     pub header_line: Option<FunctionOffsets>,
+    /// `(*persistConn).roundTrip`: only its entry is used (outgoing propagation).
+    pub connection: Option<FunctionOffsets>,
 }
 
 /// Counts from the probes (summed over CPUs).
@@ -94,6 +114,9 @@ pub struct GoCounters {
     pub double_entry: u64,
     pub missing_entry: u64,
     pub read_failed: u64,
+    pub injected: u64,
+    pub inject_skipped: u64,
+    pub inject_failed: u64,
 }
 
 /// The loaded Go probe object and its attachments.
@@ -102,6 +125,8 @@ pub struct GoProbes {
     processes: BpfHashMap<MapData, u32, GoOffsets>,
     counters: PerCpuArray<MapData, u64>,
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Set once outgoing propagation is attached; dropping the links detaches.
+    propagation: Option<(SkMsgLinkId, SockOpsLinkId)>,
 }
 
 impl GoProbes {
@@ -112,7 +137,7 @@ impl GoProbes {
             .map_max_entries("GO_SPANS", ring_buffer_bytes)
             .load(object)
             .map_err(|e| AttachError::Load(Box::new(e)))?;
-        for program in PROGRAMS {
+        for program in UPROBES {
             let load = |ebpf: &mut Ebpf| -> Result<(), ProgramError> {
                 let probe: &mut UProbe = ebpf
                     .program_mut(program)
@@ -148,6 +173,7 @@ impl GoProbes {
             processes,
             counters,
             links: HashMap::new(),
+            propagation: None,
         })
     }
 
@@ -178,15 +204,26 @@ impl GoProbes {
             })?;
         let mut plan: Vec<(&'static str, u64)> = Vec::new();
         for (function, entry, ret) in [
-            (&targets.http_server, Some(SERVER_ENTRY), SERVER_RETURN),
-            (&targets.http_client, Some(CLIENT_ENTRY), CLIENT_RETURN),
-            (&targets.header_line, None, HEADER_LINE_RETURN),
+            (
+                &targets.http_server,
+                Some(SERVER_ENTRY),
+                Some(SERVER_RETURN),
+            ),
+            (
+                &targets.http_client,
+                Some(CLIENT_ENTRY),
+                Some(CLIENT_RETURN),
+            ),
+            (&targets.header_line, None, Some(HEADER_LINE_RETURN)),
+            (&targets.connection, Some(CONNECTION_ENTRY), None),
         ] {
             let Some(function) = function else { continue };
             if let Some(entry) = entry {
                 plan.push((entry, function.entry));
             }
-            plan.extend(function.returns.iter().map(|offset| (ret, *offset)));
+            if let Some(ret) = ret {
+                plan.extend(function.returns.iter().map(|offset| (ret, *offset)));
+            }
         }
         let mut links = Vec::with_capacity(plan.len());
         for (program, offset) in plan {
@@ -223,6 +260,58 @@ impl GoProbes {
             .ok_or(ProgramError::UnexpectedProgramType)?
             .try_into()?;
         probe.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
+    }
+
+    /// Turns on outgoing `traceparent` injection for client sockets created from now on in
+    /// `cgroup` (a cgroup v2 directory; its descendants are covered too). Idempotent.
+    pub fn enable_propagation(&mut self, cgroup: &Path) -> Result<(), AttachError> {
+        if self.propagation.is_some() {
+            return Ok(());
+        }
+        let failed = |program: &'static str| {
+            move |source: ProgramError| AttachError::LoadProgram {
+                program,
+                source: Box::new(source),
+            }
+        };
+        let sockets: SockHash<_, u32> = SockHash::try_from(
+            self.ebpf
+                .map("SOCKETS")
+                .ok_or(AttachError::MissingPart("SOCKETS"))?,
+        )
+        .map_err(|source| AttachError::Map {
+            pid: 0,
+            map: "SOCKETS",
+            source,
+        })?;
+        let sockets_fd = sockets.fd().try_clone().map_err(|e| AttachError::Cgroup {
+            path: cgroup.to_owned(),
+            source: e,
+        })?;
+        let sk_msg: &mut SkMsg = self
+            .ebpf
+            .program_mut(SK_MSG)
+            .ok_or(AttachError::MissingPart(SK_MSG))?
+            .try_into()
+            .map_err(failed(SK_MSG))?;
+        sk_msg.load().map_err(failed(SK_MSG))?;
+        let msg_link = sk_msg.attach(&sockets_fd).map_err(failed(SK_MSG))?;
+        let cgroup_dir = File::open(cgroup).map_err(|source| AttachError::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        let sock_ops: &mut SockOps = self
+            .ebpf
+            .program_mut(SOCK_OPS)
+            .ok_or(AttachError::MissingPart(SOCK_OPS))?
+            .try_into()
+            .map_err(failed(SOCK_OPS))?;
+        sock_ops.load().map_err(failed(SOCK_OPS))?;
+        let ops_link = sock_ops
+            .attach(cgroup_dir, CgroupAttachMode::default())
+            .map_err(failed(SOCK_OPS))?;
+        self.propagation = Some((msg_link, ops_link));
+        Ok(())
     }
 
     /// Switches libraries on or off for an attached process without re-attaching.
@@ -317,6 +406,9 @@ impl GoProbes {
             double_entry: sum(GO_COUNTER_DOUBLE_ENTRY),
             missing_entry: sum(GO_COUNTER_MISSING_ENTRY),
             read_failed: sum(GO_COUNTER_READ_FAILED),
+            injected: sum(GO_COUNTER_INJECTED),
+            inject_skipped: sum(GO_COUNTER_INJECT_SKIPPED),
+            inject_failed: sum(GO_COUNTER_INJECT_FAILED),
         }
     }
 }

@@ -17,4 +17,14 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
     assert_eq!(probes.in_flight(4_000_000), 0);
     assert_eq!(probes.counters(), Default::default());
     assert_eq!(probes.attached().count(), 0);
+
+    // The socket programs (sock_ops + sk_msg with bpf_loop scans) load and attach to the
+    // cgroup v2 root; enabling twice is a no-op.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo)
+        .expect("a cgroup v2 hierarchy is mounted");
+    probes
+        .enable_propagation(&cgroup2)
+        .expect("sock_ops and sk_msg attach");
+    probes.enable_propagation(&cgroup2).expect("idempotent");
 }
