@@ -54,7 +54,13 @@ pub fn resolve(
         .section(".symtab")
         .is_some_and(|s| s.file_range.is_some())
     {
-        return Ok((from_symtab(image, names)?, SymbolSource::Symtab));
+        // An unreadable `.symtab` (too large, cut) still leaves `.gopclntab` to try.
+        return match from_symtab(image, names) {
+            Ok(found) => Ok((found, SymbolSource::Symtab)),
+            Err(error) => from_pclntab(image, names)
+                .map(|found| (found, SymbolSource::Pclntab))
+                .map_err(|_| error),
+        };
     }
     Ok((from_pclntab(image, names)?, SymbolSource::Pclntab))
 }

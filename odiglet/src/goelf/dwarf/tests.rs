@@ -1,3 +1,4 @@
+//! Hand-assembled DWARF 4 and 5 units (both member location encodings) and hostile bytes.
 #![expect(
     clippy::indexing_slicing,
     reason = "fixtures are patched at known offsets"

@@ -1,3 +1,4 @@
+//! Synthesized `.gopclntab` images (1.16 and 1.18/1.20 layouts) and hostile variants.
 #![expect(
     clippy::indexing_slicing,
     reason = "fixtures are patched at known offsets"
