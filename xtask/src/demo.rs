@@ -40,13 +40,12 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo loads eBPF programs and needs root: run `sudo -E cargo xtask demo`");
     }
     setup::ebpf_toolchain()?;
-    setup::go_toolchain(GO_VERSION)?;
+    let go = setup::go_bin(GO_VERSION)?;
     build_ebpf::run()?;
     println!("demo: building odiglet");
     exec::run(exec::cargo().args(["build", "--locked", "--release", "-p", "odiglet"]))?;
     let root = exec::workspace_root();
     let out = root.join("target/demo");
-    let go = setup::go_bin_dir(GO_VERSION).join("bin/go");
     for service in ["frontend", "backend"] {
         println!("demo: building the {service} Go service");
         build_go(
@@ -304,7 +303,10 @@ mod tests {
         let spans = parse_spans(&[line.replace('\n', "")]).unwrap();
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0].service, "frontend");
-        assert_eq!((spans[0].kind, spans[0].start, spans[0].end), ("server", 1000, 5_000_000));
+        assert_eq!(
+            (spans[0].kind, spans[0].start, spans[0].end),
+            ("server", 1000, 5_000_000)
+        );
         assert_eq!((spans[1].kind, spans[1].status), ("client", "ERROR"));
         assert_eq!(spans[1].parent_id, spans[0].span_id);
         assert!(parse_spans(&["not json".to_owned()]).is_err());

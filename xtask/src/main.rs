@@ -11,6 +11,7 @@ mod build_ebpf;
 mod demo;
 mod exec;
 mod fuzz;
+mod gen_offsets;
 mod lint;
 mod run;
 mod setup;
@@ -49,6 +50,8 @@ enum Task {
         #[arg(long, default_value_t = fuzz::CI_SECONDS_PER_TARGET)]
         seconds: u32,
     },
+    /// Regenerate odiglet's Go struct offsets table from Go 1.19 and 1.21-1.27 (slow; not in CI).
+    GenOffsets,
     /// Set up, build and run odiglet (default: `processes`, streaming process events).
     Run {
         /// Arguments for odiglet.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::GenOffsets => gen_offsets::run(),
         Task::Run { args } => run::run(&args),
     };
     match result {

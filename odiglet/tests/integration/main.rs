@@ -6,5 +6,6 @@ mod support;
 
 mod cli;
 mod go_http;
+mod goelf;
 mod inspect;
 mod process_lifecycle;

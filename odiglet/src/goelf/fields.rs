@@ -1,0 +1,228 @@
+//! The Go struct fields the probes read ([`GoOffsets`]), where each lives (`package.Struct`,
+//! member) and which Go versions have it. DWARF extraction and the shipped table both fill
+//! [`GoOffsets`] through this one list.
+
+use std::fmt;
+
+use odiglet_common::go::{GoOffsets, OFFSET_NONE};
+
+/// A Go release, `major.minor.patch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GoVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl GoVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `1.22`, `1.22.10`, `go1.22.10`, `go1.25.5 X:nocoverageredesign`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.trim();
+        let rest = rest
+            .find("go")
+            .map_or(rest, |at| rest.get(at + 2..).unwrap_or(""));
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let mut parts = rest.get(..end)?.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Some(Self::new(major, minor, patch))
+    }
+
+    /// `major.minor`, the key of the offsets table.
+    pub fn minor_key(&self) -> String {
+        format!("{}.{}", self.major, self.minor)
+    }
+
+    fn minor_version(&self) -> (u32, u32) {
+        (self.major, self.minor)
+    }
+}
+
+impl fmt::Display for GoVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Oldest Go with the register ABI the probes read arguments from.
+pub const MIN_GO: GoVersion = GoVersion::new(1, 17, 0);
+
+/// One field of [`GoOffsets`].
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    /// The `GoOffsets` field name, also the table's key.
+    pub key: &'static str,
+    /// DWARF name of the struct: `net/http.Request`.
+    pub structure: &'static str,
+    pub member: &'static str,
+    /// First and last `major.minor` the probes use it for (inclusive).
+    pub since: (u32, u32),
+    pub until: Option<(u32, u32)>,
+}
+
+impl Field {
+    /// Whether the probes use this field for `version`; outside, it is [`OFFSET_NONE`].
+    pub fn applies_to(&self, version: GoVersion) -> bool {
+        let v = version.minor_version();
+        v >= self.since && self.until.is_none_or(|until| v <= until)
+    }
+}
+
+const fn field(key: &'static str, structure: &'static str, member: &'static str) -> Field {
+    Field {
+        key,
+        structure,
+        member,
+        since: (1, 17),
+        until: None,
+    }
+}
+
+const REQUEST: &str = "net/http.Request";
+const URL: &str = "net/url.URL";
+
+/// Every offset `GoOffsets` carries, in its field order.
+pub const FIELDS: &[Field] = &[
+    field("request_method", REQUEST, "Method"),
+    field("request_url", REQUEST, "URL"),
+    field("request_proto", REQUEST, "Proto"),
+    field("request_host", REQUEST, "Host"),
+    field("request_remote_addr", REQUEST, "RemoteAddr"),
+    Field {
+        since: (1, 23),
+        ..field("request_pattern", REQUEST, "Pattern")
+    },
+    Field {
+        since: (1, 22),
+        until: Some((1, 22)),
+        ..field("request_pat", REQUEST, "pat")
+    },
+    Field {
+        since: (1, 22),
+        until: Some((1, 22)),
+        ..field("pattern_str", "net/http.pattern", "str")
+    },
+    field("url_scheme", URL, "Scheme"),
+    field("url_host", URL, "Host"),
+    field("url_path", URL, "Path"),
+    field("response_status", "net/http.response", "status"),
+    field(
+        "client_response_status_code",
+        "net/http.Response",
+        "StatusCode",
+    ),
+    field("client_response_proto", "net/http.Response", "Proto"),
+    // Outgoing propagation: the connection behind a client request.
+    field("persist_conn_conn", "net/http.persistConn", "conn"),
+    // `net.TCPConn` embeds `net.conn` as its first field, so `conn.fd` is `TCPConn`'s too.
+    field("tcp_conn_fd", "net.conn", "fd"),
+    field("net_fd_laddr", "net.netFD", "laddr"),
+    field("net_fd_raddr", "net.netFD", "raddr"),
+    field("tcp_addr_port", "net.TCPAddr", "Port"),
+];
+
+/// Offsets with every field [`OFFSET_NONE`] (and no library enabled).
+pub fn empty_offsets() -> GoOffsets {
+    GoOffsets {
+        request_method: OFFSET_NONE,
+        request_url: OFFSET_NONE,
+        request_proto: OFFSET_NONE,
+        request_host: OFFSET_NONE,
+        request_remote_addr: OFFSET_NONE,
+        request_pattern: OFFSET_NONE,
+        request_pat: OFFSET_NONE,
+        pattern_str: OFFSET_NONE,
+        url_scheme: OFFSET_NONE,
+        url_host: OFFSET_NONE,
+        url_path: OFFSET_NONE,
+        response_status: OFFSET_NONE,
+        client_response_status_code: OFFSET_NONE,
+        client_response_proto: OFFSET_NONE,
+        persist_conn_conn: OFFSET_NONE,
+        tcp_conn_fd: OFFSET_NONE,
+        net_fd_laddr: OFFSET_NONE,
+        net_fd_raddr: OFFSET_NONE,
+        tcp_addr_port: OFFSET_NONE,
+        enabled_libraries: 0,
+    }
+}
+
+/// The `GoOffsets` slot named `key` (a [`Field::key`]).
+pub fn slot<'a>(offsets: &'a mut GoOffsets, key: &str) -> Option<&'a mut u32> {
+    Some(match key {
+        "request_method" => &mut offsets.request_method,
+        "request_url" => &mut offsets.request_url,
+        "request_proto" => &mut offsets.request_proto,
+        "request_host" => &mut offsets.request_host,
+        "request_remote_addr" => &mut offsets.request_remote_addr,
+        "request_pattern" => &mut offsets.request_pattern,
+        "request_pat" => &mut offsets.request_pat,
+        "pattern_str" => &mut offsets.pattern_str,
+        "url_scheme" => &mut offsets.url_scheme,
+        "url_host" => &mut offsets.url_host,
+        "url_path" => &mut offsets.url_path,
+        "response_status" => &mut offsets.response_status,
+        "client_response_status_code" => &mut offsets.client_response_status_code,
+        "client_response_proto" => &mut offsets.client_response_proto,
+        "persist_conn_conn" => &mut offsets.persist_conn_conn,
+        "tcp_conn_fd" => &mut offsets.tcp_conn_fd,
+        "net_fd_laddr" => &mut offsets.net_fd_laddr,
+        "net_fd_raddr" => &mut offsets.net_fd_raddr,
+        "tcp_addr_port" => &mut offsets.tcp_addr_port,
+        _ => return None,
+    })
+}
+
+/// The value of slot `key`.
+pub fn get(offsets: &GoOffsets, key: &str) -> Option<u32> {
+    let mut copy = *offsets;
+    slot(&mut copy, key).map(|v| *v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_has_a_slot_and_gates_follow_go_releases() {
+        let mut offsets = empty_offsets();
+        for (index, field) in FIELDS.iter().enumerate() {
+            let slot = slot(&mut offsets, field.key).expect(field.key);
+            *slot = u32::try_from(index).expect("few fields");
+        }
+        assert_eq!(offsets.request_method, 0);
+        assert_eq!(offsets.client_response_proto, 13);
+        assert_eq!(offsets.tcp_addr_port, 18);
+        let pattern = FIELDS.iter().find(|f| f.key == "request_pattern");
+        let pat = FIELDS.iter().find(|f| f.key == "request_pat");
+        let (pattern, pat) = (pattern.expect("pattern"), pat.expect("pat"));
+        assert!(!pattern.applies_to(GoVersion::new(1, 22, 10)));
+        assert!(pattern.applies_to(GoVersion::new(1, 23, 0)));
+        assert!(pat.applies_to(GoVersion::new(1, 22, 0)));
+        assert!(!pat.applies_to(GoVersion::new(1, 21, 13)));
+        assert!(!pat.applies_to(GoVersion::new(1, 23, 0)));
+    }
+
+    #[test]
+    fn versions_parse_from_buildinfo_strings() {
+        assert_eq!(
+            GoVersion::parse("go1.25.5 X:nocoverageredesign"),
+            Some(GoVersion::new(1, 25, 5))
+        );
+        assert_eq!(GoVersion::parse("go1.22"), Some(GoVersion::new(1, 22, 0)));
+        assert_eq!(GoVersion::parse("1.19.8"), Some(GoVersion::new(1, 19, 8)));
+        assert_eq!(GoVersion::parse("devel +abc"), None);
+        assert!(GoVersion::new(1, 16, 15) < MIN_GO);
+    }
+}

@@ -1,0 +1,180 @@
+//! Go binary analysis on real Go binaries built here from our own source with Go 1.19, 1.22
+//! and 1.25, each with DWARF and stripped: symbols from `.gopclntab` match `.symtab`, every
+//! return offset is a RET in the file, DWARF offsets match the shipped table, and stripped
+//! binaries fall back to the table.
+
+use std::{fs, path::PathBuf};
+
+use odiglet::{
+    goelf::{
+        self, GoElfError, GoVersion, OffsetSource, offsets_table,
+        symbols::{self, SymbolSource},
+    },
+    inspect::elf::ElfImage,
+};
+
+use crate::support::{build, runtimes::find};
+
+/// A server and a client, so the probed functions and the structs they read are linked in.
+const SERVER_AND_CLIENT: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+)
+
+func main() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s %s %s %s\n", r.Method, r.URL.Path, r.Host, r.RemoteAddr)
+	})
+	if len(os.Args) > 1 {
+		resp, err := http.Get(os.Args[1])
+		if err == nil {
+			fmt.Println(resp.StatusCode, resp.Proto)
+			resp.Body.Close()
+		}
+		return
+	}
+	_ = http.ListenAndServe("127.0.0.1:0", mux)
+}
+"#;
+
+const FUNCTIONS: &[&str] = &[
+    "net/http.serverHandler.ServeHTTP",
+    "net/http.(*Transport).roundTrip",
+    "net/textproto.(*Reader).readContinuedLineSlice",
+];
+
+/// (expected version prefix, go) for the toolchains installed here.
+fn toolchains() -> Vec<(&'static str, PathBuf)> {
+    let root = build::workspace_root();
+    let go_bin = |v: &str| root.join(format!("target/tools/go-{v}/bin/go"));
+    let candidates = [
+        ("1.19", PathBuf::from("/usr/lib/go-1.19/bin/go")),
+        ("1.22", go_bin("1.22.10")),
+        ("1.25", go_bin("1.25.5")),
+    ];
+    candidates
+        .into_iter()
+        .filter_map(|(version, go)| {
+            let path = go.to_str()?.to_owned();
+            find(&format!("goelf go {version}"), &[&path]).map(|go| (version, go))
+        })
+        .collect()
+}
+
+/// (version, binary with DWARF, stripped binary) per toolchain.
+fn binaries() -> Vec<(&'static str, PathBuf, PathBuf)> {
+    toolchains()
+        .into_iter()
+        .map(|(version, go)| {
+            let full = build::go_std_program("goelf", &go, SERVER_AND_CLIENT, false);
+            let stripped = build::go_std_program("goelf", &go, SERVER_AND_CLIENT, true);
+            (version, full, stripped)
+        })
+        .collect()
+}
+
+#[test]
+fn pclntab_symbols_equal_symtab_symbols() {
+    for (version, full, stripped) in binaries() {
+        let image = ElfImage::open(&full).expect("readable ELF");
+        let from_symtab = symbols::from_symtab(&image, FUNCTIONS).expect("symtab");
+        let from_pclntab = symbols::from_pclntab(&image, FUNCTIONS).expect("pclntab");
+        assert_eq!(
+            from_symtab.len(),
+            FUNCTIONS.len(),
+            "go {version}: {from_symtab:?}"
+        );
+        assert_eq!(from_pclntab.len(), FUNCTIONS.len(), "go {version}");
+        for function in FUNCTIONS {
+            let symtab = from_symtab
+                .iter()
+                .find(|f| f.name == *function)
+                .expect("found");
+            let pclntab = from_pclntab
+                .iter()
+                .find(|f| f.name == *function)
+                .expect("found");
+            assert_eq!(symtab.entry, pclntab.entry, "go {version} {function}");
+            // `.gopclntab` ends a function where the next begins: alignment padding included.
+            assert!(
+                symtab.end <= pclntab.end && pclntab.end - symtab.end < 64,
+                "go {version} {function}: symtab {symtab:?}, pclntab {pclntab:?}"
+            );
+        }
+        let stripped_image = ElfImage::open(&stripped).expect("readable ELF");
+        assert!(stripped_image.section(".symtab").is_none(), "go {version}");
+        let (ranges, source) = symbols::resolve(&stripped_image, FUNCTIONS).expect("pclntab");
+        assert_eq!(source, SymbolSource::Pclntab, "go {version}");
+        assert_eq!(ranges.len(), FUNCTIONS.len(), "go {version}: {ranges:?}");
+    }
+}
+
+#[test]
+fn every_return_offset_is_a_ret_opcode_in_the_file() {
+    for (version, full, stripped) in binaries() {
+        let mut all = Vec::new();
+        for binary in [&full, &stripped] {
+            let bytes = fs::read(binary).expect("readable binary");
+            let mut wanted = FUNCTIONS.to_vec();
+            wanted.push("no.such/function");
+            let points = goelf::probe_points(binary, &wanted).expect("probe points");
+            assert_eq!(points.len(), FUNCTIONS.len(), "go {version}: {points:?}");
+            for point in &points {
+                let what = format!("go {version} {} {}", binary.display(), point.function);
+                let entry = usize::try_from(point.entry_offset).expect("64-bit");
+                assert!(entry < bytes.len(), "{what}");
+                assert!(!point.return_offsets.is_empty(), "{what}: no RET");
+                for offset in &point.return_offsets {
+                    let at = usize::try_from(*offset).expect("64-bit");
+                    assert!(at > entry, "{what}: RET at {offset:#x} before the entry");
+                    assert_eq!(bytes.get(at), Some(&0xC3), "{what}: {offset:#x}");
+                }
+            }
+            all.push(points);
+        }
+        // Stripping removes symbols, not code: same offsets either way.
+        assert_eq!(all[0], all[1], "go {version}");
+    }
+}
+
+#[test]
+fn dwarf_offsets_agree_with_the_table_and_stripped_binaries_use_it() {
+    let table = offsets_table::shipped();
+    for (version, full, stripped) in binaries() {
+        let from_dwarf = goelf::go_offsets(&full).expect("offsets from DWARF");
+        assert_eq!(from_dwarf.source, OffsetSource::Dwarf, "go {version}");
+        assert!(
+            from_dwarf.go_version.starts_with(&format!("go{version}")),
+            "go {version}"
+        );
+        let go = GoVersion::parse(&from_dwarf.go_version).expect("version");
+        assert_eq!(
+            Some(from_dwarf.offsets),
+            table.lookup(go),
+            "go {version}: DWARF vs table (rerun `cargo xtask gen-offsets`?)"
+        );
+        let from_table = goelf::go_offsets(&stripped).expect("offsets from the table");
+        assert_eq!(from_table.source, OffsetSource::Table, "go {version}");
+        assert_eq!(from_table.offsets, from_dwarf.offsets, "go {version}");
+    }
+}
+
+#[test]
+fn non_go_and_missing_binaries_give_errors_naming_the_binary() {
+    let this = std::env::current_exe().expect("test binary");
+    let error = goelf::go_offsets(&this).expect_err("not Go");
+    assert!(matches!(error, GoElfError::BuildInfo { .. }), "{error}");
+    assert!(error.to_string().contains(&this.display().to_string()));
+    let points = goelf::probe_points(&this, FUNCTIONS).expect("an ELF with a symtab");
+    assert!(points.is_empty(), "{points:?}");
+    let missing = PathBuf::from("/nonexistent/goelf-binary");
+    let error = goelf::probe_points(&missing, FUNCTIONS).expect_err("missing");
+    assert!(
+        error.to_string().contains("/nonexistent/goelf-binary"),
+        "{error}"
+    );
+}
