@@ -6,8 +6,10 @@
 //! all aya attach state and gives the span ring buffer to the pipeline once.
 
 mod probes;
+mod targets;
 
 pub use probes::{AttachError, FunctionOffsets, GoCounters, GoProbes, ProcessTargets};
+pub use targets::{ALL_LIBRARIES, ResolvedTargets, TargetError, resolve as resolve_targets};
 
 /// `net/http` server entry point: runs the handler for one request.
 pub const HTTP_SERVER_FUNCTION: &str = "net/http.serverHandler.ServeHTTP";

@@ -307,6 +307,7 @@ impl GoProbes {
             .try_into()
             .map_err(failed(SOCK_OPS))?;
         sock_ops.load().map_err(failed(SOCK_OPS))?;
+        // A link-based attachment, so it coexists with other programs (a CNI's) on the cgroup.
         let ops_link = sock_ops
             .attach(cgroup_dir, CgroupAttachMode::default())
             .map_err(failed(SOCK_OPS))?;

@@ -1,8 +1,407 @@
-//! Go `net/http` instrumentation against the real kernel.
+//! Go `net/http` instrumentation against the real kernel and real Go programs built by the test
+//! with several toolchains, with DWARF and stripped: spans, their attributes and links, incoming
+//! and outgoing trace context, detach and exit clean-up.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure panics with its backtrace"
+)]
 
-use odiglet::instrument::{AttachError, GoProbes};
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
-use crate::support::privileges::privileged;
+use odiglet::{
+    instrument::{ALL_LIBRARIES, AttachError, GoProbes, resolve_targets},
+    ring::{self, AsyncRingBuf},
+};
+use odiglet_common::{
+    GoSpanRecord, decode_go_span,
+    go::{SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE},
+};
+use tokio::time::{Instant, timeout_at};
+
+use crate::support::{build, guards::ChildGuard, privileges::privileged};
+
+/// Socket programs attach to the cgroup root and a socket joins one sockmap's programs at a
+/// time, so the tests that enable propagation take turns.
+static PROPAGATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SERVICE: &str = r#"package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+func get(url string, header string) int {
+	req, _ := http.NewRequest("GET", url, nil)
+	if header != "" {
+		req.Header.Set("traceparent", header)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func main() {
+	self := "http://127.0.0.1:" + os.Args[1]
+	http.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		io.WriteString(w, "hi")
+	})
+	http.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(503)
+	})
+	http.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(get(self+"/hello", r.URL.Query().Get("tp")))
+	})
+	http.HandleFunc("/load", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for i := 0; i < n; i++ {
+			get(self+"/hello", "")
+			time.Sleep(50 * time.Microsecond)
+		}
+	})
+	http.ListenAndServe("127.0.0.1:"+os.Args[1], nil)
+}
+"#;
+
+const SPAN_DEADLINE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET on a fresh connection; returns the status code.
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Go service built from [`SERVICE`] and listening.
+fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
+    let binary = build::go_std_program("gohttp", go, SERVICE, stripped);
+    let port = free_port();
+    let mut child = ChildGuard::spawn(
+        "go service",
+        Command::new(&binary)
+            .arg(port.to_string())
+            // go.mod says 1.19, which keeps Go >= 1.22 on the old ServeMux without patterns;
+            // the new mux gives routes (Go 1.19 ignores the setting).
+            .env("GODEBUG", "httpmuxgo121=0")
+            .stdout(Stdio::null()),
+    );
+    child.wait_until(Duration::from_secs(30), |_| {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (child, port)
+}
+
+/// The Go probes plus the spans read from them so far.
+struct Traced {
+    probes: GoProbes,
+    ring: AsyncRingBuf,
+    spans: Vec<GoSpanRecord>,
+}
+
+impl Traced {
+    fn load(ring_bytes: u32) -> Self {
+        let mut probes = GoProbes::load(ring_bytes).expect("Go probes load");
+        let ring = ring::register(probes.take_spans().unwrap()).unwrap();
+        Self {
+            probes,
+            ring,
+            spans: Vec::new(),
+        }
+    }
+
+    fn attach(&mut self, pid: u32) {
+        let resolved = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES).expect("targets");
+        assert!(resolved.skipped.is_empty(), "{:?}", resolved.skipped);
+        self.probes.attach(pid, &resolved.targets).expect("attach");
+    }
+
+    /// Reads spans until `deadline`; true when at least one arrived.
+    async fn read_until(&mut self, deadline: Instant) -> bool {
+        let Ok(guard) = timeout_at(deadline, self.ring.readable_mut()).await else {
+            return false;
+        };
+        let mut guard = guard.unwrap();
+        guard.clear_ready();
+        let before = self.spans.len();
+        while let Some(item) = guard.get_inner_mut().next() {
+            self.spans
+                .push(decode_go_span(&item).expect("spans decode"));
+        }
+        self.spans.len() > before
+    }
+
+    /// Waits until `count(spans) >= n`.
+    async fn wait_for(&mut self, what: &str, n: usize, count: impl Fn(&[GoSpanRecord]) -> usize) {
+        let deadline = Instant::now() + SPAN_DEADLINE;
+        while count(&self.spans) < n {
+            if !self.read_until(deadline).await && Instant::now() >= deadline {
+                panic!(
+                    "{what}: {} of {n} after {SPAN_DEADLINE:?}",
+                    count(&self.spans)
+                );
+            }
+        }
+    }
+}
+
+fn text(bytes: &[u8], len: u16) -> &str {
+    std::str::from_utf8(&bytes[..usize::from(len).min(bytes.len())]).unwrap()
+}
+
+fn servers(spans: &[GoSpanRecord], path: &str) -> Vec<odiglet_common::go::HttpServerSpan> {
+    spans
+        .iter()
+        .filter_map(|s| match s {
+            GoSpanRecord::HttpServer(s) if text(&s.path, s.path_len) == path => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn clients(spans: &[GoSpanRecord]) -> Vec<odiglet_common::go::HttpClientSpan> {
+    spans
+        .iter()
+        .filter_map(|s| match s {
+            GoSpanRecord::HttpClient(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every behaviour on one target: server and client spans, incoming context, injection.
+async fn check_target(minor: &str, go: &Path, stripped: bool) {
+    let what = format!(
+        "go {minor} {}",
+        if stripped { "stripped" } else { "with DWARF" }
+    );
+    let (mut service, port) = start_service(go, stripped);
+    let mut traced = Traced::load(1 << 22);
+    let _turn = PROPAGATION.lock().await;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo).unwrap();
+    traced.probes.enable_propagation(&cgroup2).unwrap();
+    traced.attach(service.pid());
+
+    for _ in 0..5 {
+        assert_eq!(get(port, "/hello", &[]), 201);
+    }
+    assert_eq!(get(port, "/fail", &[]), 503);
+    traced
+        .wait_for(&format!("{what}: /hello spans"), 5, |s| {
+            servers(s, "/hello").len()
+        })
+        .await;
+    traced
+        .wait_for(&format!("{what}: /fail span"), 1, |s| {
+            servers(s, "/fail").len()
+        })
+        .await;
+    let hello = servers(&traced.spans, "/hello");
+    assert_eq!(hello.len(), 5, "{what}: exactly one span per request");
+    for span in &hello {
+        assert_eq!(text(&span.method, span.method_len), "GET", "{what}");
+        assert_eq!(text(&span.proto, span.proto_len), "HTTP/1.1", "{what}");
+        assert_eq!(
+            text(&span.host, span.host_len),
+            format!("127.0.0.1:{port}"),
+            "{what}"
+        );
+        assert!(
+            text(&span.remote_addr, span.remote_addr_len).starts_with("127.0.0.1:"),
+            "{what}"
+        );
+        assert_eq!(span.status_code, 201, "{what}");
+        let duration = span
+            .header
+            .end_boot_ns
+            .saturating_sub(span.header.start_boot_ns);
+        assert!(
+            duration > 0 && duration < 5_000_000_000,
+            "{what}: duration {duration} ns"
+        );
+        assert_eq!(
+            span.header.flags & SPAN_FLAG_HAS_PARENT,
+            0,
+            "{what}: a root span"
+        );
+        // ServeMux patterns exist from Go 1.22.
+        let route = text(&span.route, span.route_len);
+        assert_eq!(route, if minor == "1.19" { "" } else { "/hello" }, "{what}");
+    }
+    assert_eq!(
+        servers(&traced.spans, "/fail")[0].status_code,
+        503,
+        "{what}"
+    );
+
+    // An incoming traceparent is continued; the client call made while serving is a child of
+    // the server span; the callee receives our injected traceparent and joins the trace.
+    let incoming = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    assert_eq!(get(port, "/call", &[("traceparent", &incoming)]), 201);
+    traced
+        .wait_for(&format!("{what}: /call"), 1, |s| servers(s, "/call").len())
+        .await;
+    traced
+        .wait_for(&format!("{what}: downstream"), 6, |s| {
+            servers(s, "/hello").len()
+        })
+        .await;
+    let call = servers(&traced.spans, "/call")[0];
+    assert_eq!(
+        hex(&call.header.context.trace_id),
+        TRACE_ID,
+        "{what}: incoming trace continued"
+    );
+    assert_eq!(hex(&call.header.parent.span_id), PARENT_ID, "{what}");
+    assert_eq!(
+        call.header.flags & SPAN_FLAG_PARENT_REMOTE,
+        SPAN_FLAG_PARENT_REMOTE,
+        "{what}"
+    );
+    let client = clients(&traced.spans)[0];
+    assert_eq!(
+        client.header.parent.span_id, call.header.context.span_id,
+        "{what}: client parent"
+    );
+    assert_eq!(hex(&client.header.context.trace_id), TRACE_ID, "{what}");
+    assert_eq!(
+        text(&client.host, client.host_len),
+        format!("127.0.0.1:{port}"),
+        "{what}"
+    );
+    assert_eq!(text(&client.path, client.path_len), "/hello", "{what}");
+    assert_eq!(client.status_code, 201, "{what}");
+    let downstream = servers(&traced.spans, "/hello")
+        .into_iter()
+        .find(|s| hex(&s.header.context.trace_id) == TRACE_ID)
+        .unwrap_or_else(|| panic!("{what}: the callee did not join the trace"));
+    assert_eq!(
+        downstream.header.parent.span_id, client.header.context.span_id,
+        "{what}"
+    );
+    assert!(
+        traced.probes.counters().injected >= 1,
+        "{what}: {:?}",
+        traced.probes.counters()
+    );
+
+    // An application that sets its own traceparent keeps it: we leave the request alone.
+    let own = "00-11111111111111111111111111111111-2222222222222222-01";
+    assert_eq!(get(port, &format!("/call?tp={own}"), &[]), 201);
+    traced
+        .wait_for(&format!("{what}: app header"), 7, |s| {
+            servers(s, "/hello").len()
+        })
+        .await;
+    assert!(
+        servers(&traced.spans, "/hello")
+            .iter()
+            .any(|s| hex(&s.header.context.trace_id) == "11111111111111111111111111111111"),
+        "{what}: the application's own traceparent was replaced"
+    );
+    assert!(traced.probes.counters().inject_skipped >= 1, "{what}");
+
+    // Detach: no more spans, nothing left in flight.
+    let pid = service.pid();
+    traced.probes.detach(pid);
+    assert_eq!(traced.probes.in_flight(pid), 0, "{what}");
+    let before = traced.spans.len();
+    assert_eq!(get(port, "/hello", &[]), 201);
+    let quiet = Instant::now() + Duration::from_millis(500);
+    while traced.read_until(quiet).await {}
+    assert_eq!(traced.spans.len(), before, "{what}: spans after detach");
+    service.assert_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_context_across_go_versions_with_and_without_dwarf() {
+    if !privileged("spans_and_context_across_go_versions_with_and_without_dwarf") {
+        return;
+    }
+    let toolchains = build::go_toolchains("go_http");
+    assert!(toolchains.len() >= 3 || std::env::var("CI").as_deref() != Ok("true"));
+    for (minor, go) in toolchains {
+        for stripped in [false, true] {
+            check_target(minor, &go, stripped).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up() {
+    if !privileged("ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up") {
+        return;
+    }
+    const REQUESTS: usize = 10_000;
+    let Some((_, go)) = build::go_toolchains("go_http").pop() else {
+        return;
+    };
+    let (service, port) = start_service(&go, false);
+    let mut traced = Traced::load(1 << 24);
+    traced.attach(service.pid());
+    assert_eq!(get(port, &format!("/load?n={REQUESTS}"), &[]), 200);
+    traced
+        .wait_for("/load", 1, |s| servers(s, "/load").len())
+        .await;
+    traced
+        .wait_for("all /hello spans", REQUESTS, |s| servers(s, "/hello").len())
+        .await;
+    assert_eq!(servers(&traced.spans, "/hello").len(), REQUESTS);
+    assert_eq!(clients(&traced.spans).len(), REQUESTS);
+    let counters = traced.probes.counters();
+    assert_eq!(counters.ringbuf_full, 0, "{counters:?}");
+
+    // The process exits: detaching then leaves nothing behind in the maps.
+    let pid = service.pid();
+    drop(service);
+    traced.probes.detach(pid);
+    assert_eq!(traced.probes.in_flight(pid), 0);
+    assert_eq!(traced.probes.attached().count(), 0);
+}
 
 #[test]
 fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
@@ -20,6 +419,7 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
 
     // The socket programs (sock_ops + sk_msg with bpf_loop scans) load and attach to the
     // cgroup v2 root; enabling twice is a no-op.
+    let _turn = PROPAGATION.blocking_lock();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let cgroup2 = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo)
         .expect("a cgroup v2 hierarchy is mounted");

