@@ -19,8 +19,10 @@
 
 pub mod cli;
 pub mod ebpf_objects;
+pub mod export;
 pub mod goelf;
 pub mod inspect;
+pub mod pipeline;
 pub mod process;
 pub mod ring;
 pub mod telemetry;
