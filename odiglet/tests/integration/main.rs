@@ -5,5 +5,6 @@
 mod support;
 
 mod cli;
+mod export;
 mod inspect;
 mod process_lifecycle;
