@@ -19,9 +19,11 @@
 
 pub mod cli;
 pub mod ebpf_objects;
+pub mod export;
 pub mod goelf;
 pub mod inspect;
 pub mod instrument;
+pub mod pipeline;
 pub mod process;
 pub mod ring;
 pub mod telemetry;

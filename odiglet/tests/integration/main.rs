@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod export;
 mod go_http;
 mod goelf;
 mod inspect;

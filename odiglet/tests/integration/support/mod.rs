@@ -3,5 +3,6 @@
 pub mod build;
 pub mod events;
 pub mod guards;
+pub mod otlp;
 pub mod privileges;
 pub mod runtimes;

@@ -1,0 +1,138 @@
+//! The per-record work of the reader: bytes → decoded record → [`ProcessSpan`].
+
+use odiglet_common::{DecodeError, GoSpanRecord, decode_go_span, go::SpanHeader};
+
+use super::{
+    ProcessSpan,
+    resource::ResourceRegistry,
+    span::{record_pid, record_scope, to_otlp_span},
+};
+use crate::time::BootClock;
+
+/// Decodes one ring-buffer record and converts it into a span with its process's resource.
+pub fn convert_record(
+    bytes: &[u8],
+    clock: &BootClock,
+    resources: &ResourceRegistry,
+) -> Result<ProcessSpan, DecodeError> {
+    let record = decode_go_span(bytes)?;
+    Ok(ProcessSpan {
+        resource: resources.resolve(record_pid(&record)),
+        scope: record_scope(&record),
+        span: to_otlp_span(&record, clock),
+    })
+}
+
+/// The bytes the kernel writes for `record` (native endian, `#[repr(C)]` order): the inverse
+/// of [`decode_go_span`], for tests and benchmarks that synthesize ring-buffer records.
+pub fn record_bytes(record: &GoSpanRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(640);
+    match record {
+        GoSpanRecord::HttpServer(span) => {
+            header_bytes(&mut out, &span.header);
+            out.extend_from_slice(&span.status_code.to_ne_bytes());
+            for len in [
+                span.method_len,
+                span.path_len,
+                span.route_len,
+                span.host_len,
+                span.remote_addr_len,
+                span.proto_len,
+            ] {
+                out.extend_from_slice(&len.to_ne_bytes());
+            }
+            out.extend_from_slice(&span.method);
+            out.extend_from_slice(&span.path);
+            out.extend_from_slice(&span.route);
+            out.extend_from_slice(&span.host);
+            out.extend_from_slice(&span.remote_addr);
+            out.extend_from_slice(&span.proto);
+        }
+        GoSpanRecord::HttpClient(span) => {
+            header_bytes(&mut out, &span.header);
+            out.extend_from_slice(&span.status_code.to_ne_bytes());
+            for len in [
+                span.method_len,
+                span.scheme_len,
+                span.host_len,
+                span.path_len,
+                span.proto_len,
+                span.reserved,
+            ] {
+                out.extend_from_slice(&len.to_ne_bytes());
+            }
+            out.extend_from_slice(&span.method);
+            out.extend_from_slice(&span.scheme);
+            out.extend_from_slice(&span.host);
+            out.extend_from_slice(&span.path);
+            out.extend_from_slice(&span.proto);
+        }
+    }
+    out
+}
+
+fn header_bytes(out: &mut Vec<u8>, header: &SpanHeader) {
+    for value in [header.kind, header.pid, header.flags, header.reserved] {
+        out.extend_from_slice(&value.to_ne_bytes());
+    }
+    for value in [header.start_boot_ns, header.end_boot_ns, header.goroutine] {
+        out.extend_from_slice(&value.to_ne_bytes());
+    }
+    for context in [&header.context, &header.parent] {
+        out.extend_from_slice(&context.trace_id);
+        out.extend_from_slice(&context.span_id);
+        out.push(context.trace_flags);
+        out.extend_from_slice(&context.reserved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use odiglet_common::go::{HttpClientSpan, HttpServerSpan};
+
+    use super::*;
+    use crate::pipeline::span::tests::server;
+
+    #[test]
+    fn encoded_records_decode_back_and_have_the_kernel_size() {
+        let record = GoSpanRecord::HttpServer(server("GET", "/", "/", "h", "a:1", 200));
+        let bytes = record_bytes(&record);
+        assert_eq!(bytes.len(), size_of::<HttpServerSpan>());
+        assert_eq!(decode_go_span(&bytes), Ok(record));
+        let GoSpanRecord::HttpServer(server) = record else {
+            unreachable!()
+        };
+        let client = HttpClientSpan {
+            header: SpanHeader {
+                kind: odiglet_common::go::GO_SPAN_HTTP_CLIENT,
+                ..server.header
+            },
+            status_code: 500,
+            method_len: 3,
+            scheme_len: 4,
+            host_len: 1,
+            path_len: 1,
+            proto_len: 0,
+            reserved: 0,
+            method: server.method,
+            scheme: [b'x'; 16],
+            host: server.host,
+            path: server.path,
+            proto: server.proto,
+        };
+        let bytes = record_bytes(&GoSpanRecord::HttpClient(client));
+        assert_eq!(bytes.len(), size_of::<HttpClientSpan>());
+        assert_eq!(decode_go_span(&bytes), Ok(GoSpanRecord::HttpClient(client)));
+    }
+
+    #[test]
+    fn convert_record_resolves_the_resource_and_refuses_garbage() {
+        let resources = ResourceRegistry::new();
+        let record = GoSpanRecord::HttpServer(server("GET", "/", "", "h", "a:1", 200));
+        let span =
+            convert_record(&record_bytes(&record), &BootClock::fixed(0, 0), &resources).unwrap();
+        assert_eq!(span.resource.pid(), 4242);
+        assert_eq!(span.scope, crate::pipeline::SCOPE_NET_HTTP);
+        assert!(convert_record(&[1, 0, 0, 0, 5], &BootClock::fixed(0, 0), &resources).is_err());
+    }
+}
