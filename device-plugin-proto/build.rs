@@ -3,10 +3,7 @@
 
 use std::error::Error;
 
-const PROTOS: &[&str] = &[
-    "proto/deviceplugin_v1beta1.proto",
-    "proto/podresources_v1.proto",
-];
+const PROTOS: &[&str] = &["proto/deviceplugin_v1beta1.proto", "proto/podresources_v1.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     for proto in PROTOS {

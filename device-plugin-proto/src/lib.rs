@@ -94,10 +94,7 @@ mod tests {
             "/v1.PodResourcesLister/GetAllocatableResources",
             "/v1.PodResourcesLister/Get",
         ] {
-            assert!(
-                generated.contains(&format!("\"{path}\"")),
-                "missing method path {path}"
-            );
+            assert!(generated.contains(&format!("\"{path}\"")), "missing method path {path}");
         }
     }
 
@@ -116,15 +113,10 @@ mod tests {
                 permissions: "rw".into(),
             }],
             annotations: [("k".to_owned(), "v".to_owned())].into(),
-            cdi_devices: vec![api::CdiDevice {
-                name: "vendor.com/class=name".into(),
-            }],
+            cdi_devices: vec![api::CdiDevice { name: "vendor.com/class=name".into() }],
         };
         let bytes = response.encode_to_vec();
-        assert_eq!(
-            api::ContainerAllocateResponse::decode(bytes.as_slice()).unwrap(),
-            response
-        );
+        assert_eq!(api::ContainerAllocateResponse::decode(bytes.as_slice()).unwrap(), response);
     }
 
     /// Field numbers are the wire contract: hand-encoded bytes must decode into the right fields.
@@ -151,9 +143,7 @@ mod tests {
         };
         assert_eq!(
             request.encode_to_vec(),
-            [
-                0x0a, 1, b'v', 0x12, 1, b'e', 0x1a, 1, b'r', 0x22, 4, 0x08, 1, 0x10, 1
-            ]
+            [0x0a, 1, b'v', 0x12, 1, b'e', 0x1a, 1, b'r', 0x22, 4, 0x08, 1, 0x10, 1]
         );
         // ContainerDevices { resource_name (1), device_ids (2) }
         let devices = pr::ContainerDevices {

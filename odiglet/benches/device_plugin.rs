@@ -1,0 +1,3 @@
+//! Device plugin benchmark (filled in below).
+
+fn main() {}
