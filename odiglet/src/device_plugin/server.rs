@@ -90,6 +90,7 @@ impl Drop for StreamGuard {
 struct WatchState {
     service: DevicePluginService,
     last: Option<bool>,
+    health_closed: bool,
     done: bool,
     _guard: StreamGuard,
 }
@@ -116,6 +117,7 @@ impl DevicePlugin for DevicePluginService {
         let state = WatchState {
             service: self.clone(),
             last: None,
+            health_closed: false,
             done: false,
             _guard: StreamGuard::new(self.streams.clone()),
         };
@@ -142,8 +144,12 @@ impl DevicePlugin for DevicePluginService {
                     let list = service.device_list(healthy);
                     return Some((Ok(list), state));
                 }
+                // The health monitor stops first on shutdown: its end must not end the stream
+                // before the empty list goes out.
                 tokio::select! {
-                    changed = service.health.changed() => if changed.is_err() { return None },
+                    changed = service.health.changed(), if !state.health_closed => {
+                        state.health_closed = changed.is_err();
+                    }
                     changed = service.stop.changed() => if changed.is_err() { return None },
                 }
             }

@@ -5,3 +5,4 @@
 mod support;
 
 mod process_lifecycle;
+mod device_plugin;
