@@ -148,7 +148,14 @@ impl DevicePlugins {
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
         for resource in resources {
-            let (health_tx, health) = watch::channel(false);
+            // Known before the first ListAndWatch, so a rebooted node sees its checkpointed
+            // devices Healthy in the very first message.
+            let healthy =
+                resource.agent_host_dir.as_deref().is_none_or(|d| std::fs::read_dir(d).is_ok());
+            if !healthy {
+                warn!(resource = %resource.name, "agent directory missing or unreadable: devices unhealthy");
+            }
+            let (health_tx, health) = watch::channel(healthy);
             let span = info_span!("device_plugin", resource = %resource.name);
             tasks.push(tokio::spawn(
                 server::monitor_health(
