@@ -228,6 +228,12 @@ async fn ten_kubelet_restarts_reregister_within_a_second_keeping_allocations() {
         assert!(state.max_open_streams <= 1, "no duplicate clients");
         assert_eq!(state.stale_disconnects, 0, "no old stream ended after a new registration");
     }
+    // No leaked servers: only kubelet's socket and our two current ones are left.
+    let current: Vec<String> =
+        [JAVA, GO].iter().map(|n| setup.kubelet.state().resources[*n].endpoint.clone()).collect();
+    let mut expected = vec!["kubelet.sock".to_owned(), current[0].clone(), current[1].clone()];
+    expected.sort();
+    assert_eq!(sockets(setup.kubelet.dir()), expected);
     // Allocations survive in the checkpoint and are replayed without a new Allocate call.
     let calls = setup.kubelet.state().allocate_calls;
     let again =
@@ -235,7 +241,11 @@ async fn ten_kubelet_restarts_reregister_within_a_second_keeping_allocations() {
     assert_eq!(again["app"].envs, first["app"].envs);
     assert_eq!(setup.kubelet.state().allocate_calls, calls);
     setup.kubelet.admit("shop/other", &[("app", JAVA, 1)]).await.unwrap();
-    assert_eq!(plugins.statuses().iter().map(|(_, s)| s.registrations).sum::<u64>(), 22);
+    for name in [JAVA, GO] {
+        let mut status = plugins.status(name).unwrap();
+        let eleven = status.wait_for(|s| s.registrations == 11 && s.registered);
+        tokio::time::timeout(WAIT, eleven).await.unwrap().unwrap();
+    }
     plugins.shutdown().await;
 }
 
@@ -383,4 +393,18 @@ async fn cli_runs_until_sigterm_and_leaves_an_empty_list() {
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Bad.Domain/x") && stderr.contains("invalid"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_device_count_fits_kubelets_message_limit() {
+    // The stand-in's tonic client keeps the 4 MiB receive limit that kubelet's grpc-go has.
+    let setup = setup(&["java"]);
+    let max = odiglet::device_plugin::resources::MAX_DEVICE_COUNT;
+    let plugins = DevicePlugins::start(config(&setup, &[(JAVA, Language::Java)], max)).unwrap();
+    let count = usize::try_from(max).unwrap();
+    setup
+        .kubelet
+        .wait_until("10k devices registered", WAIT, |s| registered(s, &[JAVA], count))
+        .await;
+    plugins.shutdown().await;
 }
