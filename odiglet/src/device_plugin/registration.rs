@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use super::{
     Timings, connect_unix,
     resources::{Resource, stable_hash},
-    server::{DevicePluginService, OPTIONS, StopMode, spawn_server},
+    server::{DevicePluginService, OPTIONS, StopMode, StreamCount, spawn_server},
 };
 
 /// Registration state of one resource, for observers (ops readiness, tests).
@@ -211,7 +211,7 @@ struct Served {
     name: String,
     id: (u64, u64),
     stop: watch::Sender<StopMode>,
-    streams: watch::Receiver<usize>,
+    streams: watch::Receiver<StreamCount>,
     close: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -224,7 +224,10 @@ impl Served {
     /// Ends the streams (after an empty list on shutdown), stops the server, removes the socket.
     async fn stop(mut self, mode: StopMode, drain: Duration) {
         self.stop.send_replace(mode);
-        if tokio::time::timeout(drain, self.streams.wait_for(|open| *open == 0)).await.is_err() {
+        if tokio::time::timeout(drain, self.streams.wait_for(|count| count.open == 0))
+            .await
+            .is_err()
+        {
             warn!(socket = %self.name, "ListAndWatch streams did not end in time");
         }
         if let Some(close) = self.close.take() {
@@ -324,7 +327,7 @@ impl Supervisor {
         let listener = UnixListener::bind(&path)?;
         let id = file_id(&path).ok_or_else(|| io::Error::other("socket vanished after bind"))?;
         let (stop, stop_rx) = watch::channel(StopMode::Running);
-        let streams = Arc::new(watch::channel(0).0);
+        let streams = Arc::new(watch::channel(StreamCount::default()).0);
         let streams_rx = streams.subscribe();
         let service =
             DevicePluginService::new(self.resource.clone(), self.health.clone(), stop_rx, streams);
@@ -394,12 +397,10 @@ impl Supervisor {
         kubelet_id: Option<(u64, u64)>,
     ) -> Outcome {
         let mut streams = served.streams.clone();
-        // Kubelet opens ListAndWatch right after Register; once it has, the stream ending
-        // means kubelet dropped us.
+        // Kubelet opens ListAndWatch right after Register; once it has, no open stream means
+        // kubelet dropped us (possibly before this loop started).
         let stream_closed = async move {
-            if streams.wait_for(|open| *open > 0).await.is_ok() {
-                let _ = streams.wait_for(|open| *open == 0).await;
-            }
+            let _ = streams.wait_for(|count| count.opened > 0 && count.open == 0).await;
         };
         tokio::pin!(stream_closed);
         let mut poll = tokio::time::interval(self.timings.poll_interval);

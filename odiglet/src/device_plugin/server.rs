@@ -44,7 +44,7 @@ pub struct DevicePluginService {
     resource: Arc<Resource>,
     health: watch::Receiver<bool>,
     stop: watch::Receiver<StopMode>,
-    streams: Arc<watch::Sender<usize>>,
+    streams: Arc<watch::Sender<StreamCount>>,
 }
 
 impl DevicePluginService {
@@ -54,7 +54,7 @@ impl DevicePluginService {
         resource: Arc<Resource>,
         health: watch::Receiver<bool>,
         stop: watch::Receiver<StopMode>,
-        streams: Arc<watch::Sender<usize>>,
+        streams: Arc<watch::Sender<StreamCount>>,
     ) -> Self {
         Self { resource, health, stop, streams }
     }
@@ -71,19 +71,31 @@ impl DevicePluginService {
     }
 }
 
+/// ListAndWatch streams of one server generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamCount {
+    /// Streams open now.
+    pub open: usize,
+    /// Streams ever opened: with `open`, tells "kubelet left" from "kubelet not here yet".
+    pub opened: u64,
+}
+
 /// Counts a ListAndWatch stream while it lives; tonic drops it when kubelet goes away.
-struct StreamGuard(Arc<watch::Sender<usize>>);
+struct StreamGuard(Arc<watch::Sender<StreamCount>>);
 
 impl StreamGuard {
-    fn new(streams: Arc<watch::Sender<usize>>) -> Self {
-        streams.send_modify(|n| *n += 1);
+    fn new(streams: Arc<watch::Sender<StreamCount>>) -> Self {
+        streams.send_modify(|count| {
+            count.open += 1;
+            count.opened += 1;
+        });
         Self(streams)
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.send_modify(|count| count.open = count.open.saturating_sub(1));
     }
 }
 
@@ -288,7 +300,7 @@ mod tests {
             Resource::new(&config, 3, Path::new("/a"), "10.0.0.1".parse().unwrap()).unwrap();
         let (health_tx, health) = watch::channel(true);
         let (stop_tx, stop) = watch::channel(StopMode::Running);
-        let streams = Arc::new(watch::channel(0).0);
+        let streams = Arc::new(watch::channel(StreamCount::default()).0);
         (DevicePluginService::new(Arc::new(resource), health, stop, streams), health_tx, stop_tx)
     }
 
@@ -299,7 +311,7 @@ mod tests {
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.devices.len(), 3);
         assert!(first.devices.iter().all(|d| d.health == HEALTHY));
-        assert_eq!(*service.streams.borrow(), 1);
+        assert_eq!(*service.streams.borrow(), StreamCount { open: 1, opened: 1 });
         // A no-op update sends nothing; a real change sends the full list.
         health.send_replace(true);
         health.send_replace(false);
@@ -309,7 +321,7 @@ mod tests {
         assert!(stream.next().await.unwrap().unwrap().devices.is_empty());
         assert!(stream.next().await.is_none());
         drop(stream);
-        assert_eq!(*service.streams.borrow(), 0);
+        assert_eq!(*service.streams.borrow(), StreamCount { open: 0, opened: 1 });
     }
 
     #[tokio::test]
