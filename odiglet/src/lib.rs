@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod device_plugin;
 pub mod ebpf_objects;
 pub mod export;
 pub mod goelf;

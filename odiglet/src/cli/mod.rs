@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand. Each turns its arguments into the owning
 //! module's configuration, validates it once, and runs.
 
+mod device_plugin;
 mod inspect;
 mod output;
 mod processes;
@@ -32,6 +33,8 @@ pub enum Command {
     Processes(processes::ProcessesArgs),
     /// Inspect one process: language, runtime version, libc, environment, Go build info.
     Inspect(inspect::InspectArgs),
+    /// Run only the kubelet device plugin (Odigos runs it as its own container).
+    DevicePlugin(device_plugin::DevicePluginArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -52,6 +55,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Processes(args) => processes::execute(args),
         Command::Inspect(args) => inspect::execute(args),
+        Command::DevicePlugin(args) => device_plugin::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

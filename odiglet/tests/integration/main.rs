@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod device_plugin;
 mod export;
 mod go_http;
 mod goelf;

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod events;
 pub mod guards;
+pub mod kubelet;
 pub mod otlp;
 pub mod privileges;
 pub mod runtimes;
