@@ -651,6 +651,32 @@ mod containers {
             (vec![child.pid()], Language::Python)
         );
 
+        // The same through the CLI's container mode.
+        let out = Command::new(env!("CARGO_BIN_EXE_odiglet"))
+            .args([
+                "inspect",
+                "--pod-uid",
+                POD_UID,
+                "--container-id",
+                CONTAINER_ID,
+                "--qos",
+                "besteffort",
+            ])
+            .arg("--cgroup-root")
+            .arg(root.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["language"], "python");
+        assert_eq!(json["pids"], serde_json::json!([child.pid()]));
+        assert_eq!(json["reason"], "DetectedSuccessfully");
+        assert_eq!(json["pids_from"], scope.path().display().to_string());
+
         // No cgroup for the container: the kubelet's per-container mount gives it away.
         let Some(unshare) = find(test, &["/usr/bin/unshare"]) else {
             return;
