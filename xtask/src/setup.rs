@@ -47,7 +47,6 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     go_toolchains()?;
-    cargo_fuzz()?;
     Ok(())
 }
 
@@ -194,14 +193,4 @@ fn go_toolchains() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// cargo-fuzz, for the bounded fuzzing runs of odiglet's parsers (`odiglet/fuzz`).
-fn cargo_fuzz() -> anyhow::Result<()> {
-    if succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
-        step("cargo-fuzz", "already installed");
-        return Ok(());
-    }
-    step("cargo-fuzz", "installing");
-    exec::run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))
 }
