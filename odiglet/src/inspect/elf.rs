@@ -5,7 +5,15 @@
 //! Nothing here maps a file: reads go through `object::read::ReadCache` or `pread`, so a
 //! hostile file can cost at most [`READ_BUDGET`] bytes of memory and [`SCAN_BUDGET`] bytes of I/O.
 
-use std::{cell::Cell, fs::File, io, ops::Range, os::unix::fs::FileExt, path::Path};
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashSet,
+    fs::File,
+    io,
+    ops::Range,
+    os::unix::fs::FileExt,
+    path::Path,
+};
 
 use object::{
     FileKind, Object, ObjectSection, ReadCache, ReadRef,
@@ -27,6 +35,8 @@ const DT_NULL: i64 = 0;
 const DT_NEEDED: i64 = 1;
 /// Longest interpreter path or needed-library name we keep.
 const MAX_NAME: usize = 4096;
+/// Block size for string lookups (a power of two).
+const STRING_BLOCK: u64 = 4096;
 /// Chunk size of [`ElfImage::scan`]; small enough to stay in cache.
 const SCAN_CHUNK: usize = 256 << 10;
 
@@ -59,6 +69,8 @@ pub struct BoundedReader {
     file: File,
     len: u64,
     spent: Cell<u64>,
+    /// String blocks read so far, charged once each.
+    blocks: RefCell<HashSet<(u64, u64)>>,
 }
 
 impl BoundedReader {
@@ -80,6 +92,7 @@ impl BoundedReader {
             file,
             len,
             spent: Cell::new(0),
+            blocks: RefCell::default(),
         })
     }
 
@@ -131,6 +144,27 @@ impl<'a> ReadRef<'a> for &'a BoundedReader {
     }
 
     fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
+        // Names are looked up one by one (section names, needed libraries); ReadCache would
+        // make a read call for each. Reading aligned blocks once makes those cache hits.
+        let block_start = range.start & !(STRING_BLOCK - 1);
+        let block_end = range
+            .end
+            .min(block_start.saturating_add(STRING_BLOCK))
+            .min(self.len);
+        if block_start < block_end {
+            let key = (block_start, block_end);
+            if !self.blocks.borrow().contains(&key) {
+                self.charge(block_end - block_start)?;
+                self.blocks.borrow_mut().insert(key);
+            }
+            let block = (&self.cache).read_bytes_at(block_start, block_end - block_start)?;
+            let from = usize::try_from(range.start - block_start).map_err(|_| ())?;
+            if let Some(tail) = block.get(from..)
+                && let Some(len) = memchr::memchr(delimiter, tail)
+            {
+                return tail.get(..len).ok_or(());
+            }
+        }
         let bytes = (&self.cache).read_bytes_at_until(range, delimiter)?;
         // ReadCache reads at most 4 KiB per string; charge what it returned.
         self.charge(bytes.len() as u64)?;

@@ -40,6 +40,8 @@ const MAX_PROC_FILE: u64 = 4 << 20;
 pub enum InspectError {
     #[error("no such process: {pid}")]
     NoSuchProcess { pid: u32 },
+    #[error("process {pid} has no executable (a kernel thread or a zombie)")]
+    NoExecutable { pid: u32 },
     #[error("permission denied inspecting process {pid} (run as root or with CAP_SYS_PTRACE)")]
     PermissionDenied { pid: u32 },
     #[error("cannot read {path}")]
@@ -148,6 +150,7 @@ impl ProcessContext {
         let dir = proc_root.join(pid.to_string());
         let exe = std::fs::read_link(dir.join("exe")).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound if !dir.exists() => InspectError::NoSuchProcess { pid },
+            io::ErrorKind::NotFound => InspectError::NoExecutable { pid },
             io::ErrorKind::PermissionDenied => InspectError::PermissionDenied { pid },
             _ => InspectError::Read {
                 path: dir.join("exe"),
@@ -353,5 +356,63 @@ impl ProcessContext {
             let value = line.strip_prefix("JAVA_VERSION=")?.trim_matches('"');
             (!value.is_empty()).then(|| value.to_owned())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::symlink};
+
+    use super::*;
+
+    /// A proc root of our own (as `ODIGOS_PROC_DIR` gives): its `exe` links to this test
+    /// binary, a Rust program, so only the deep scan can recognize it.
+    #[test]
+    fn inspects_under_a_configured_proc_root() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("4242");
+        fs::create_dir(&dir).unwrap();
+        symlink(std::env::current_exe().unwrap(), dir.join("exe")).unwrap();
+        fs::write(dir.join("cmdline"), b"/app/server\0--port\x008080\0").unwrap();
+        fs::write(
+            dir.join("environ"),
+            b"PATH=/bin\0NEW_RELIC_CONFIG_FILE=/nr.yml\0",
+        )
+        .unwrap();
+        fs::write(dir.join("maps"), "").unwrap();
+        let auxv: Vec<u8> = [23u64, 1, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        fs::write(dir.join("auxv"), auxv).unwrap();
+
+        let details = Inspector::new(root.path()).inspect(4242).unwrap();
+        assert_eq!(
+            (details.language, details.stage),
+            (Language::Rust, Stage::Deep)
+        );
+        assert!(
+            details.runtime_version.is_some(),
+            "rustc commit or release from the binary"
+        );
+        assert_eq!(details.libc, Some(Libc::Glibc));
+        assert!(details.secure_execution_mode);
+        assert_eq!(details.other_agents, ["New Relic Agent"]);
+        assert_eq!(
+            details.env.keys().collect::<Vec<_>>(),
+            ["NEW_RELIC_CONFIG_FILE"]
+        );
+        assert!(details.go.is_none());
+
+        let inspector = Inspector::new(root.path());
+        assert!(matches!(
+            inspector.inspect(1),
+            Err(InspectError::NoSuchProcess { pid: 1 })
+        ));
+        fs::create_dir(root.path().join("7")).unwrap();
+        assert!(matches!(
+            inspector.inspect(7),
+            Err(InspectError::NoExecutable { pid: 7 })
+        ));
     }
 }

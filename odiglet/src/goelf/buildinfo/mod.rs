@@ -92,6 +92,11 @@ fn data_start(image: &ElfImage) -> Option<(u64, u64)> {
     if let Some(range) = image.section(".go.buildinfo").and_then(|s| s.file_range) {
         return Some(range);
     }
+    // The Go linker has written the section since Go 1.13: with section headers present and no
+    // such section, this is not Go, and searching its data would only cost time.
+    if !image.sections.is_empty() {
+        return None;
+    }
     let segment = image
         .segments
         .iter()
