@@ -158,10 +158,13 @@ fn main() {
         let mut encoded = Vec::with_capacity(1 << 20);
         let mut bytes = 0;
         for chunk in records.chunks(BATCH) {
-            let batch = chunk
-                .iter()
-                .filter_map(|record| convert_record(record, &clock, &resources).ok())
-                .collect();
+            // The exporter's worker collects into a vector of the batch size, as here.
+            let mut batch = Vec::with_capacity(BATCH);
+            batch.extend(
+                chunk
+                    .iter()
+                    .filter_map(|record| convert_record(record, &clock, &resources).ok()),
+            );
             let request = build_request(batch);
             encoded.clear();
             request.encode(&mut encoded).expect("buffer grows");
