@@ -22,7 +22,7 @@ use std::{
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::InstrumentationScope,
-    trace::v1::{ResourceSpans, ScopeSpans, Span},
+    trace::v1::{ResourceSpans, ScopeSpans},
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -36,7 +36,7 @@ use crate::pipeline::{ProcessResource, ProcessSpan, SpanSink};
 pub mod otlp_grpc;
 pub mod stdout_json;
 
-pub use otlp_grpc::{OtlpGrpcError, OtlpGrpcExporter};
+pub use otlp_grpc::{DEFAULT_OTLP_ENDPOINT, OtlpGrpcError, OtlpGrpcExporter};
 pub use stdout_json::{StdoutJsonExporter, to_otlp_json};
 
 /// Why one export attempt failed.
@@ -379,68 +379,106 @@ async fn deadline_passed(shutdown: &mut watch::Receiver<Option<Instant>>) {
 /// The scope spans of one resource.
 struct ResourceGroup {
     resource: Arc<ProcessResource>,
-    scopes: Vec<(&'static str, Vec<Span>)>,
+    /// Scope name and the number of spans it gets.
+    scopes: Vec<(&'static str, usize)>,
 }
 
 /// Groups a batch by resource, then by scope, into one export request. Spans keep their
 /// relative order within a group.
 pub fn build_request(batch: Vec<ProcessSpan>) -> ExportTraceServiceRequest {
+    // First pass: assign every span its (group, scope) slot and count, so the second pass
+    // moves each span once into a vector of exactly the right size.
     let mut groups: Vec<ResourceGroup> = Vec::new();
     // PID → indices of the groups with that PID (more than one only if a PID was
     // re-registered with other attributes within the batch).
     let mut by_pid: HashMap<u32, Vec<usize>> = HashMap::new();
-    for ProcessSpan {
-        resource,
-        scope,
-        span,
-    } in batch
-    {
-        let candidates = by_pid.entry(resource.pid()).or_default();
+    let mut slots: Vec<(usize, usize)> = Vec::with_capacity(batch.len());
+    for item in &batch {
+        let candidates = by_pid.entry(item.resource.pid()).or_default();
         let found = candidates.iter().copied().find(|&index| {
             groups.get(index).is_some_and(|group| {
-                Arc::ptr_eq(&group.resource, &resource) || *group.resource == *resource
+                Arc::ptr_eq(&group.resource, &item.resource) || *group.resource == *item.resource
             })
         });
-        let index = match found {
-            Some(index) => index,
-            None => {
-                groups.push(ResourceGroup {
-                    resource,
-                    scopes: Vec::new(),
-                });
-                candidates.push(groups.len() - 1);
-                groups.len() - 1
-            }
-        };
-        let Some(group) = groups.get_mut(index) else {
+        let group_index = found.unwrap_or_else(|| {
+            groups.push(ResourceGroup {
+                resource: Arc::clone(&item.resource),
+                scopes: Vec::new(),
+            });
+            candidates.push(groups.len() - 1);
+            groups.len() - 1
+        });
+        let Some(group) = groups.get_mut(group_index) else {
             continue;
         };
-        match group.scopes.iter_mut().find(|(name, _)| *name == scope) {
-            Some((_, spans)) => spans.push(span),
-            None => group.scopes.push((scope, vec![span])),
+        let scope_index = match group
+            .scopes
+            .iter()
+            .position(|(name, _)| *name == item.scope)
+        {
+            Some(index) => index,
+            None => {
+                group.scopes.push((item.scope, 0));
+                group.scopes.len() - 1
+            }
+        };
+        if let Some((_, count)) = group.scopes.get_mut(scope_index) {
+            *count += 1;
+        }
+        slots.push((group_index, scope_index));
+    }
+    let mut resource_spans: Vec<ResourceSpans> = groups
+        .iter()
+        .map(|group| ResourceSpans {
+            resource: Some(group.resource.proto().clone()),
+            scope_spans: group
+                .scopes
+                .iter()
+                .map(|&(name, count)| ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: name.to_owned(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans: Vec::with_capacity(count),
+                    schema_url: String::new(),
+                })
+                .collect(),
+            schema_url: String::new(),
+        })
+        .collect();
+    for (item, (group, scope)) in batch.into_iter().zip(slots) {
+        if let Some(scope_spans) = resource_spans
+            .get_mut(group)
+            .and_then(|rs| rs.scope_spans.get_mut(scope))
+        {
+            scope_spans.spans.push(item.span);
         }
     }
-    ExportTraceServiceRequest {
-        resource_spans: groups
-            .into_iter()
-            .map(|group| ResourceSpans {
-                resource: Some(group.resource.proto().clone()),
-                scope_spans: group
-                    .scopes
-                    .into_iter()
-                    .map(|(name, spans)| ScopeSpans {
-                        scope: Some(InstrumentationScope {
-                            name: name.to_owned(),
-                            version: env!("CARGO_PKG_VERSION").to_owned(),
-                            ..InstrumentationScope::default()
-                        }),
-                        spans,
-                        schema_url: String::new(),
-                    })
-                    .collect(),
-                schema_url: String::new(),
-            })
-            .collect(),
+    ExportTraceServiceRequest { resource_spans }
+}
+
+/// Where `odiglet trace` sends spans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportTarget {
+    /// OTLP/gRPC to this endpoint (`--otlp-endpoint`).
+    OtlpGrpc { endpoint: String },
+    /// One OTLP/JSON line per batch on standard output (`--stdout json`).
+    StdoutJson,
+}
+
+impl Exporter {
+    /// Starts an exporter for `target` in the current tokio runtime.
+    pub fn for_target(
+        target: &ExportTarget,
+        config: ExporterConfig,
+    ) -> Result<Self, OtlpGrpcError> {
+        Ok(match target {
+            ExportTarget::OtlpGrpc { endpoint } => {
+                Self::start(OtlpGrpcExporter::new(endpoint)?, config)
+            }
+            ExportTarget::StdoutJson => Self::start(StdoutJsonExporter::stdout(), config),
+        })
     }
 }
 

@@ -107,16 +107,16 @@ fn server_span(record: &HttpServerSpan, clock: &BootClock) -> Span {
         attributes.push(string("http.route", route));
     }
     attributes.push(int("http.response.status_code", i64::from(status)));
-    let (host_name, host_port) = split_host_port(&host);
+    let (host_name, host_port) = into_host_port(host);
     if !host_name.is_empty() {
-        attributes.push(string("server.address", host_name.to_owned()));
+        attributes.push(string("server.address", host_name));
     }
     if let Some(port) = host_port {
         attributes.push(int("server.port", i64::from(port)));
     }
-    let (peer, peer_port) = split_host_port(&remote);
+    let (peer, peer_port) = into_host_port(remote);
     if !peer.is_empty() {
-        attributes.push(string("client.address", peer.to_owned()));
+        attributes.push(string("client.address", peer));
     }
     if let Some(port) = peer_port {
         attributes.push(int("client.port", i64::from(port)));
@@ -217,6 +217,15 @@ pub(crate) fn split_host_port(value: &str) -> (&str, Option<u16>) {
         },
         None => (value, None),
     }
+}
+
+/// [`split_host_port`] reusing `value`'s allocation for the host.
+fn into_host_port(mut value: String) -> (String, Option<u16>) {
+    let (host, port) = split_host_port(&value);
+    let (start, len) = (host.as_ptr() as usize - value.as_ptr() as usize, host.len());
+    value.truncate(start + len);
+    value.drain(..start);
+    (value, port)
 }
 
 /// `"HTTP/1.1"` → `"1.1"`; `None` for an empty or unknown protocol string.
