@@ -199,7 +199,7 @@ impl FileSource<'_> {
             .image
             .reader
             .read_exact_at(self.offset + offset, want)
-            .map_err(|e| PclntabError::Read(e.to_string()))?;
+            .map_err(|_| PclntabError::Read { offset, len: want })?;
         let window = Window {
             start: offset,
             bytes,
