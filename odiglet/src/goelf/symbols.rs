@@ -134,9 +134,10 @@ fn symbols<S: Sym<Endian = Endianness>>(
 
 /// `names` from `.gopclntab`, read in bounded windows.
 pub fn from_pclntab(image: &ElfImage, names: &[&str]) -> Result<Vec<FunctionRange>, SymbolError> {
-    let (offset, size) = image
-        .section(".gopclntab")
-        .and_then(|s| s.file_range)
+    // Position-independent binaries keep it in `.data.rel.ro.gopclntab`.
+    let (offset, size) = [".gopclntab", ".data.rel.ro.gopclntab"]
+        .iter()
+        .find_map(|name| image.section(name).and_then(|s| s.file_range))
         .ok_or(SymbolError::NoTable)?;
     let text = image.section(".text").map_or(0, |s| s.address);
     let mut source = FileSource {
