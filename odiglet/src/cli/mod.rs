@@ -5,6 +5,7 @@ mod device_plugin;
 mod inspect;
 mod output;
 mod processes;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Run only the kubelet device plugin (Odigos runs it as its own container).
     DevicePlugin(device_plugin::DevicePluginArgs),
+    /// Instrument local Go processes with eBPF and export their spans (OTLP or stdout JSON).
+    Trace(trace::TraceArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -56,6 +59,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Processes(args) => processes::execute(args),
         Command::Inspect(args) => inspect::execute(args),
         Command::DevicePlugin(args) => device_plugin::execute(args),
+        Command::Trace(args) => trace::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -134,9 +134,10 @@ fn symbols<S: Sym<Endian = Endianness>>(
 
 /// `names` from `.gopclntab`, read in bounded windows.
 pub fn from_pclntab(image: &ElfImage, names: &[&str]) -> Result<Vec<FunctionRange>, SymbolError> {
-    let (offset, size) = image
-        .section(".gopclntab")
-        .and_then(|s| s.file_range)
+    // Position-independent binaries keep it in `.data.rel.ro.gopclntab`.
+    let (offset, size) = [".gopclntab", ".data.rel.ro.gopclntab"]
+        .iter()
+        .find_map(|name| image.section(name).and_then(|s| s.file_range))
         .ok_or(SymbolError::NoTable)?;
     let text = image.section(".text").map_or(0, |s| s.address);
     let mut source = FileSource {
@@ -199,7 +200,7 @@ impl FileSource<'_> {
             .image
             .reader
             .read_exact_at(self.offset + offset, want)
-            .map_err(|e| PclntabError::Read(e.to_string()))?;
+            .map_err(|_| PclntabError::Read { offset, len: want })?;
         let window = Window {
             start: offset,
             bytes,

@@ -111,7 +111,12 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
 
 /// A Go service built from [`SERVICE`] and listening.
 fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
-    let binary = build::go_std_program("gohttp", go, SERVICE, stripped);
+    let (variant, flags): (&str, &[&str]) = if stripped {
+        ("stripped", &["-ldflags=-s -w"])
+    } else {
+        ("full", &[])
+    };
+    let binary = build::go_std_program("gohttp", variant, go, SERVICE, flags);
     let port = free_port();
     let mut child = ChildGuard::spawn(
         "go service",

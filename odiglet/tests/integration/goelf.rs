@@ -41,6 +41,8 @@ func main() {
 }
 "#;
 
+const STRIP: &str = "-ldflags=-s -w";
+
 const FUNCTIONS: &[&str] = &[
     "net/http.serverHandler.ServeHTTP",
     "net/http.(*Transport).roundTrip",
@@ -52,8 +54,9 @@ fn binaries() -> Vec<(&'static str, PathBuf, PathBuf)> {
     build::go_toolchains("goelf")
         .into_iter()
         .map(|(version, go)| {
-            let full = build::go_std_program("goelf", &go, SERVER_AND_CLIENT, false);
-            let stripped = build::go_std_program("goelf", &go, SERVER_AND_CLIENT, true);
+            let full = build::go_std_program("goelf", "full", &go, SERVER_AND_CLIENT, &[]);
+            let stripped =
+                build::go_std_program("goelf", "stripped", &go, SERVER_AND_CLIENT, &[STRIP]);
             (version, full, stripped)
         })
         .collect()
@@ -92,6 +95,43 @@ fn pclntab_symbols_equal_symtab_symbols() {
         let (ranges, source) = symbols::resolve(&stripped_image, FUNCTIONS).expect("pclntab");
         assert_eq!(source, SymbolSource::Pclntab, "go {version}");
         assert_eq!(ranges.len(), FUNCTIONS.len(), "go {version}: {ranges:?}");
+    }
+}
+
+#[test]
+fn position_independent_binaries_resolve_through_pclntab_too() {
+    let Some((version, go)) = build::go_toolchains("goelf").pop() else {
+        return;
+    };
+    let pie = build::go_std_program("goelf", "pie", &go, SERVER_AND_CLIENT, &["-buildmode=pie"]);
+    let pie_stripped = build::go_std_program(
+        "goelf",
+        "pie-stripped",
+        &go,
+        SERVER_AND_CLIENT,
+        &["-buildmode=pie", STRIP],
+    );
+    let image = ElfImage::open(&pie).expect("readable ELF");
+    let from_symtab = symbols::from_symtab(&image, FUNCTIONS).expect("symtab");
+    let from_pclntab = symbols::from_pclntab(&image, FUNCTIONS).expect("pclntab");
+    let entries = |ranges: &[symbols::FunctionRange]| -> Vec<(String, u64)> {
+        let mut entries: Vec<_> = ranges.iter().map(|r| (r.name.clone(), r.entry)).collect();
+        entries.sort();
+        entries
+    };
+    assert_eq!(from_symtab.len(), FUNCTIONS.len(), "go {version} pie");
+    assert_eq!(
+        entries(&from_symtab),
+        entries(&from_pclntab),
+        "go {version} pie"
+    );
+    let points = goelf::probe_points(&pie, FUNCTIONS).expect("probe points");
+    let stripped_points = goelf::probe_points(&pie_stripped, FUNCTIONS).expect("probe points");
+    assert_eq!(points, stripped_points, "go {version} pie");
+    let bytes = fs::read(&pie_stripped).expect("readable binary");
+    for offset in stripped_points.iter().flat_map(|p| &p.return_offsets) {
+        let at = usize::try_from(*offset).expect("64-bit");
+        assert_eq!(bytes.get(at), Some(&0xC3), "go {version} pie: {offset:#x}");
     }
 }
 

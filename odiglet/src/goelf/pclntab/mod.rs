@@ -32,8 +32,12 @@ pub enum PclntabError {
     TooManyFunctions { nfunc: u64, size: u64 },
     #[error("read budget of {0} bytes exhausted")]
     Budget(u64),
-    #[error("cannot read the table: {0}")]
-    Read(String),
+    #[error("cannot read {len} bytes of the table at offset {offset}")]
+    Read { offset: u64, len: u64 },
+    #[error("header padding is not zero")]
+    Padding,
+    #[error("function {name} ends ({end:#x}) before it starts ({entry:#x})")]
+    EmptyFunction { name: String, entry: u64, end: u64 },
 }
 
 /// Byte access to a `.gopclntab` image; offsets are relative to the table's start.
@@ -209,8 +213,10 @@ pub fn find_functions<S: PclnSource>(
                 size,
             })?;
         let name_off = match header.layout {
-            Layout::Go116 => table.u32("_func", func_at + u64::from(header.ptr_size))?,
-            Layout::Go118 => table.u32("_func", func_at + 4)?,
+            Layout::Go116 => {
+                table.u32("_func", func_at.saturating_add(u64::from(header.ptr_size)))?
+            }
+            Layout::Go118 => table.u32("_func", func_at.saturating_add(4))?,
         };
         // `nameoff` is an `int32`; a negative one is malformed.
         let name_at = header
@@ -251,9 +257,11 @@ pub fn find_functions<S: PclnSource>(
         let entry = entry_pc(&mut table, &header, at)?;
         let end = entry_pc(&mut table, &header, at + 2 * field)?;
         if end <= entry {
-            return Err(PclntabError::Read(format!(
-                "function {name} ends ({end:#x}) before it starts ({entry:#x})"
-            )));
+            return Err(PclntabError::EmptyFunction {
+                name: (*name).to_owned(),
+                entry,
+                end,
+            });
         }
         found.push(PclnFunction {
             name: (*name).to_owned(),
@@ -291,7 +299,7 @@ fn parse_header<S: PclnSource>(
 ) -> Result<Header, PclntabError> {
     let [_, _, _, _, pad0, pad1, _min_lc, ptr_size] = table.read::<8>("header", 0)?;
     if pad0 != 0 || pad1 != 0 {
-        return Err(PclntabError::Read("header padding is not zero".into()));
+        return Err(PclntabError::Padding);
     }
     if ptr_size != 4 && ptr_size != 8 {
         return Err(PclntabError::PointerSize(ptr_size));

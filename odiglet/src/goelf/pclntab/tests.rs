@@ -231,6 +231,21 @@ fn out_of_range_function_records_and_names_are_errors() {
         find(&table, &["main.main"]),
         Err(PclntabError::OutOfRange { .. })
     ));
+    // funcoff at the very end of the address space (1.16: pointer-sized).
+    let go116 = Synth {
+        magic: MAGIC_116,
+        ..Synth::go118(0x40_0000)
+    }
+    .build();
+    let pcln116 = usize::try_from(u64::from_le_bytes(go116[56..64].try_into().expect("word")))
+        .expect("small");
+    let mut table = go116;
+    table[pcln116 + 8..pcln116 + 16]
+        .copy_from_slice(&(u64::MAX - pcln116 as u64 - 2).to_le_bytes());
+    assert!(matches!(
+        find(&table, &["main.main"]),
+        Err(PclntabError::OutOfRange { .. })
+    ));
     // A negative nameoff.
     let functab_len = (2 * 4 + 1) * 4;
     let mut table = valid.clone();

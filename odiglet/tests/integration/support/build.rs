@@ -128,19 +128,20 @@ pub fn rust_program(source: &str) -> PathBuf {
     })
 }
 
-/// A standard-library-only Go program (`main.go` = `main`), built by `go` with DWARF or
-/// stripped (`-ldflags=-s -w`); `go.mod` says `go 1.19` so every toolchain builds it.
-pub fn go_std_program(name: &str, go: &Path, main: &str, stripped: bool) -> PathBuf {
+/// A standard-library-only Go program (`main.go` = `main`) built by `go` with extra `flags`
+/// (`-ldflags=-s -w`, `-buildmode=pie`, ...); `go.mod` says `go 1.19` so every toolchain builds
+/// it. `variant` names the output.
+pub fn go_std_program(name: &str, variant: &str, go: &Path, main: &str, flags: &[&str]) -> PathBuf {
     const GO_MOD: &str = "module example.com/goprogram\n\ngo 1.19\n";
-    let name = format!("{name}-{}", if stripped { "stripped" } else { "full" });
-    cached(&name, &(go, stripped, main, GO_MOD), |dir, out| {
+    let name = format!("{name}-{variant}");
+    cached(&name, &(go, flags, main, GO_MOD), |dir, out| {
         fs::write(dir.join("main.go"), main).expect("cannot write the build directory");
         fs::write(dir.join("go.mod"), GO_MOD).expect("cannot write the build directory");
         let mut cmd = Command::new(go);
-        cmd.current_dir(dir).args(["build", "-o"]).arg(out);
-        if stripped {
-            cmd.arg("-ldflags=-s -w");
-        }
+        cmd.current_dir(dir)
+            .args(["build", "-o"])
+            .arg(out)
+            .args(flags);
         cmd.env("GOPROXY", "off")
             .env("GOFLAGS", "-mod=mod")
             .env("GOTOOLCHAIN", "local")

@@ -1,0 +1,29 @@
+//! DWARF struct offset extraction from arbitrary `.debug_info`/`.debug_abbrev`/`.debug_str`
+//! bytes (DWARF 4 and 5): errors, never panics.
+#![no_main]
+
+use gimli::SectionId;
+use libfuzzer_sys::fuzz_target;
+use odiglet::goelf::{GoVersion, dwarf};
+
+fuzz_target!(|data: &[u8]| {
+    // Two length bytes each for the abbreviations and strings, then `.debug_info`.
+    let (Some(&[a0, a1, s0, s1]), Some(rest)) = (data.get(..4), data.get(4..)) else {
+        return;
+    };
+    let abbrev_len = usize::from(u16::from_le_bytes([a0, a1])).min(rest.len());
+    let (abbrev, rest) = rest.split_at(abbrev_len);
+    let str_len = usize::from(u16::from_le_bytes([s0, s1])).min(rest.len());
+    let (strings, info) = rest.split_at(str_len);
+    for version in [GoVersion::new(1, 22, 0), GoVersion::new(1, 25, 0)] {
+        let _ = dwarf::extract(
+            |id| match id {
+                SectionId::DebugInfo => info,
+                SectionId::DebugAbbrev => abbrev,
+                SectionId::DebugStr | SectionId::DebugLineStr => strings,
+                _ => &[],
+            },
+            version,
+        );
+    }
+});
