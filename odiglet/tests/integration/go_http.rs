@@ -433,3 +433,99 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
         .expect("sock_ops and sk_msg attach");
     probes.enable_propagation(&cgroup2).expect("idempotent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_process() {
+    use std::io::BufRead;
+
+    use crate::support::otlp::{OtlpReceiver, attribute};
+
+    if !privileged("trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_process") {
+        return;
+    }
+    let Some((_, go)) = build::go_toolchains("go_http").pop() else {
+        return;
+    };
+    let (service, port) = start_service(&go, false);
+    let receiver = OtlpReceiver::start().await;
+    let _turn = PROPAGATION.lock().await;
+    let mut odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
+        .args([
+            "trace",
+            "--pid",
+            &service.pid().to_string(),
+            "--otlp-endpoint",
+        ])
+        .arg(receiver.endpoint())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let attached = std::time::Instant::now() + SPAN_DEADLINE;
+    loop {
+        let left = attached.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("odiglet attaches");
+        if line.contains("attached Go probes") {
+            break;
+        }
+    }
+
+    assert_eq!(get(port, "/call", &[]), 201);
+    let spans = receiver.wait_for_spans(3).await;
+    let find = |name: &str, path: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.span.name == name
+                    && attribute(&s.span.attributes, "url.path").as_deref() == Some(path)
+            })
+            .unwrap_or_else(|| panic!("no {name} {path} span in {spans:#?}"))
+    };
+    let call = find("GET /call", "/call");
+    let client = spans
+        .iter()
+        .find(|s| s.span.kind == 3)
+        .expect("a client span");
+    let downstream = find("GET /hello", "/hello");
+    assert_eq!(
+        attribute(&call.span.attributes, "http.route").as_deref(),
+        Some("/call")
+    );
+    assert_eq!(
+        attribute(&call.span.attributes, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    assert_eq!(
+        attribute(&call.resource, "process.pid"),
+        Some(service.pid().to_string())
+    );
+    assert!(attribute(&call.resource, "service.name").is_some_and(|n| n.starts_with("gohttp")));
+    assert_eq!(
+        client.span.parent_span_id, call.span.span_id,
+        "client is the server's child"
+    );
+    assert_eq!(
+        downstream.span.parent_span_id, client.span.span_id,
+        "callee joins the trace"
+    );
+    assert_eq!(downstream.span.trace_id, call.span.trace_id);
+
+    // The traced process exits: odiglet detaches, flushes and stops by itself.
+    drop(service);
+    let deadline = std::time::Instant::now() + SPAN_DEADLINE;
+    let status = loop {
+        if let Some(status) = odiglet.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
