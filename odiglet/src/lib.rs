@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod ebpf_objects;
+pub mod opamp;
 pub mod process;
 pub mod ring;
 pub mod telemetry;

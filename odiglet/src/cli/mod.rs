@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand. Each turns its arguments into the owning
 //! module's configuration, validates it once, and runs.
 
+mod opamp_server;
 mod output;
 mod processes;
 
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream process exec, fork and exit events from the lifecycle probe until interrupted.
     Processes(processes::ProcessesArgs),
+    /// Run only the OpAMP server for native agents (standalone unless wired into `run`).
+    OpampServer(opamp_server::OpampServerArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -48,6 +51,7 @@ impl From<crate::telemetry::TelemetryError> for CliError {
 pub fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Processes(args) => processes::execute(args),
+        Command::OpampServer(args) => opamp_server::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

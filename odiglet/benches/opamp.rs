@@ -1,0 +1,2 @@
+//! OpAMP load generator (filled in later).
+fn main() {}
