@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -55,6 +58,17 @@ pub struct AgentStatus {
     pub last_seen_unix_ms: u64,
     pub config_hash: String,
     pub identity: IdentitySource,
+    /// Beyond the contract, for diagnosis: the hash the agent last reported, its capabilities.
+    pub reported_config_hash: String,
+    pub capabilities: u64,
+}
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub messages: AtomicU64,
+    pub configs_sent: AtomicU64,
+    pub full_state_requests: AtomicU64,
 }
 
 /// The agent table and what it needs to answer.
@@ -65,6 +79,7 @@ pub struct Sessions {
     queue: InstanceQueue,
     node_name: String,
     stale_after: Duration,
+    pub counters: Counters,
 }
 
 /// How long a client should wait after `Unavailable` (the spec's recommended minimum).
@@ -95,6 +110,7 @@ impl Sessions {
             queue,
             node_name,
             stale_after,
+            counters: Counters::default(),
         }
     }
 
@@ -113,6 +129,20 @@ impl Sessions {
     /// Answers one `AgentToServer`. Never waits on the API server; a device-id lookup goes to
     /// the cache (bounded in time) only for an agent seen for the first time.
     pub async fn handle(&self, msg: AgentToServer, device_id: Option<&str>) -> ServerToAgent {
+        let reply = self.answer(msg, device_id).await;
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        if reply.remote_config.is_some() {
+            self.counters.configs_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        if reply.flags & FLAG_REPORT_FULL_STATE != 0 {
+            self.counters
+                .full_state_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        reply
+    }
+
+    async fn answer(&self, msg: AgentToServer, device_id: Option<&str>) -> ServerToAgent {
         let mut reply = ServerToAgent {
             instance_uid: msg.instance_uid.clone(),
             capabilities: SERVER_CAPABILITIES,
@@ -329,6 +359,8 @@ impl Sessions {
                 last_seen_unix_ms: a.last_seen_unix_ms,
                 config_hash: hex(&a.config_hash),
                 identity: a.identity.source,
+                reported_config_hash: hex(&a.reported_hash),
+                capabilities: a.capabilities,
             })
             .collect();
         rows.sort_by(|a, b| (&a.namespace, &a.pod, a.pid).cmp(&(&b.namespace, &b.pod, b.pid)));

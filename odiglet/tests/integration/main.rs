@@ -4,4 +4,5 @@
 
 mod support;
 
+mod opamp;
 mod process_lifecycle;

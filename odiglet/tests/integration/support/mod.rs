@@ -1,3 +1,4 @@
 //! Shared test support: privilege checks, deadlines and process helpers.
 
 pub mod privileges;
+pub mod opamp;
