@@ -594,3 +594,110 @@ fn elastic_node_client() {
         Some(InstanceTask::Delete { .. })
     ));
 }
+
+/// The `odiglet opamp-server` CLI: binds what it is told, prints its addresses, serves the
+/// status API with the contract's fields, exits cleanly on SIGTERM and removes its socket.
+#[test]
+fn cli_opamp_server_and_status_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("exchange.sock");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odiglet"));
+    cmd.args([
+        "opamp-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--status-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--unix-socket")
+    .arg(&socket)
+    .args(["--heartbeat-timeout", "2", "--node-name", "node-cli"]);
+    let mut server = PeerProcess::spawn(cmd);
+    let ready = server.expect_event_key("opamp", SECS_5);
+    let opamp: std::net::SocketAddr = ready["opamp"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    let status: std::net::SocketAddr = ready["status"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    assert!(socket.exists());
+
+    let get = |path: &str| {
+        raw(
+            Target::Tcp(status),
+            &format!("GET {path} HTTP/1.1\r\nHost: x"),
+            b"",
+        )
+    };
+    let r = get("/v1/agents");
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("application/json"))
+    );
+    assert_eq!(r.body, b"[]");
+    assert_eq!(get("/nope").status, 404);
+
+    let mut msg = registration(&[0xab; 16], "cli-0");
+    msg.health = Some(odiglet::opamp::wire::ComponentHealth {
+        healthy: false,
+        status: "AgentFailure".into(),
+        last_error: "boom".into(),
+        ..Default::default()
+    });
+    post(Target::Unix(&socket), &msg);
+    let agents: serde_json::Value = serde_json::from_slice(&get("/v1/agents").body).expect("json");
+    let agent = &agents[0];
+    assert_eq!(
+        agent["instance_uid"],
+        "abababab-abab-abab-abab-abababababab"
+    );
+    assert_eq!(
+        (agent["namespace"].as_str(), agent["pod"].as_str()),
+        (Some("ns-raw"), Some("cli-0"))
+    );
+    assert_eq!(
+        (agent["container"].as_str(), agent["pid"].as_i64()),
+        (Some("app"), Some(11))
+    );
+    assert_eq!(
+        (agent["language"].as_str(), agent["service_name"].as_str()),
+        (Some("go"), Some("cli")),
+        "StatefulSet `cli`"
+    );
+    assert_eq!(
+        (agent["healthy"].as_bool(), agent["status"].as_str()),
+        (Some(false), Some("AgentFailure"))
+    );
+    assert_eq!(
+        (agent["last_error"].as_str(), agent["identity"].as_str()),
+        (Some("boom"), Some("attributes"))
+    );
+    assert_eq!(agent["config_hash"].as_str().map(str::len), Some(64));
+    assert!(
+        agent["last_seen_unix_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1_600_000_000_000)
+    );
+    assert!(raw(Target::Tcp(opamp), POST, &msg.encode_to_vec()).status == 200);
+
+    // Stale after --heartbeat-timeout 2.
+    wait_for("stale removal", SECS_5, || {
+        let body = get("/v1/agents").body;
+        (body == b"[]").then_some(())
+    });
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    assert!(server.wait_exit(SECS_5).success());
+    assert!(!socket.exists(), "socket removed at exit");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_odiglet"))
+        .args(["opamp-server", "--heartbeat-timeout", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(64));
+}
