@@ -1,6 +1,7 @@
 //! `odiglet opamp-server`: run only the OpAMP server for native agents. Standalone (no cluster
-//! access): identity from attributes and pod-resources, config from `--config`, no
-//! InstrumentationInstance writes.
+//! access, or `--standalone`): identity from attributes and pod-resources, config from
+//! `--config`, no InstrumentationInstance writes. With cluster credentials it also writes
+//! InstrumentationInstances.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -11,7 +12,7 @@ use tracing::info;
 use super::{CliError, output};
 use crate::opamp::{
     DEFAULT_LISTEN, DEFAULT_UNIX_SOCKET, InstanceQueue, Limits, NoDeviceLookup, OpampConfig,
-    OpampServer,
+    OpampServer, health::QUEUE_CAPACITY, k8s_writer::KubeInstanceWriter,
 };
 
 #[derive(Debug, Args)]
@@ -43,6 +44,9 @@ pub struct OpampServerArgs {
     /// Node name reported to agents as `k8s.node.name`.
     #[arg(long, env = "NODE_NAME", default_value = "")]
     node_name: String,
+    /// Never write InstrumentationInstances, even when cluster credentials are found.
+    #[arg(long)]
+    standalone: bool,
     /// Largest request body after decompression (413 beyond).
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
@@ -82,16 +86,37 @@ impl OpampServerArgs {
 
 pub fn execute(args: OpampServerArgs) -> Result<(), CliError> {
     let kubelet_dir = args.kubelet_dir.clone();
+    let standalone = args.standalone;
     let config = args.config()?;
     super::runtime()?
-        .block_on(serve(config, kubelet_dir))
+        .block_on(serve(config, kubelet_dir, standalone))
         .map_err(CliError::Runtime)
 }
 
-async fn serve(config: OpampConfig, kubelet_dir: PathBuf) -> anyhow::Result<()> {
+/// Cluster mode when credentials are found (in-cluster or kubeconfig), else standalone.
+async fn instance_queue(standalone: bool) -> InstanceQueue {
+    if standalone {
+        info!("standalone mode: no InstrumentationInstance writes");
+        return InstanceQueue::disabled();
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            info!("cluster mode: writing InstrumentationInstances");
+            let writer = std::sync::Arc::new(KubeInstanceWriter::new(client));
+            InstanceQueue::start(writer, QUEUE_CAPACITY)
+        }
+        Err(error) => {
+            info!(%error, "no cluster access; standalone mode: no InstrumentationInstance writes");
+            InstanceQueue::disabled()
+        }
+    }
+}
+
+async fn serve(config: OpampConfig, kubelet_dir: PathBuf, standalone: bool) -> anyhow::Result<()> {
     // The pod-resources client is wired in by `app`; until then device ids do not resolve.
-    info!(kubelet_dir = %kubelet_dir.display(), "standalone mode: no InstrumentationInstance writes");
-    let server = OpampServer::start(config, Box::new(NoDeviceLookup), InstanceQueue::disabled())
+    info!(kubelet_dir = %kubelet_dir.display(), "device-id lookups are not wired yet");
+    let queue = instance_queue(standalone).await;
+    let server = OpampServer::start(config, Box::new(NoDeviceLookup), queue)
         .await
         .context("cannot start the OpAMP server")?;
     let ready = serde_json::json!({

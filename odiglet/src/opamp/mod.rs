@@ -11,6 +11,7 @@
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod k8s_writer;
 pub mod remote_config;
 pub mod session;
 pub mod wire;

@@ -2,3 +2,4 @@
 
 pub mod privileges;
 pub mod opamp;
+pub mod apiserver;
