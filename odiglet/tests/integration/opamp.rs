@@ -146,6 +146,18 @@ fn raw_http_protocol_rules() {
     );
     assert_eq!(server.agents().len(), 1);
 
+    // An exec'd process (same pod and pid, new uid) replaces the old entry.
+    let exec_uid = b"0190f5a8-raw0-7000-8000-0000000000e1";
+    post(tcp(), &registration(exec_uid, pod));
+    let same_pod: Vec<_> = server
+        .agents()
+        .into_iter()
+        .filter(|a| a.pod == pod)
+        .collect();
+    assert_eq!(same_pod.len(), 1);
+    assert_eq!(same_pod[0].instance_uid.as_bytes(), exec_uid);
+    beat.instance_uid = exec_uid.to_vec();
+
     // Content types, methods, paths.
     let body = beat.encode_to_vec();
     for ct in ["application/json", "text/plain"] {
@@ -873,4 +885,39 @@ fn instrumentation_instances_through_kube() {
             .then_some(())
     });
     rt.block_on(server.shutdown());
+}
+
+/// Elastic's client honours our 503 + `Retry-After: 30` (it clamps to at least 30 s itself, so
+/// the test reads its diagnostics instead of waiting).
+#[test]
+fn elastic_node_client_retry_after() {
+    let Some(dir) = peer("elastic-opamp-node", "elastic_node_client_retry_after") else {
+        return;
+    };
+    let limits = Limits {
+        max_in_flight: 1,
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits, &[]);
+    // Hold the only request slot with a request stalled mid-body.
+    let mut stalled = std::net::TcpStream::connect(server.addr()).expect("connect");
+    write!(stalled, "{POST}\r\nContent-Length: 10\r\n\r\n").expect("send head");
+    wait_for("slot held", SECS_5, || {
+        (raw(Target::Tcp(server.addr()), POST, b"").status == 503).then_some(())
+    });
+    let mut cmd = Command::new("node");
+    cmd.arg(script("elastic_client.js"))
+        .arg(format!("http://{}/v1/opamp", server.addr()))
+        .arg("retry-pod")
+        .arg("0.2")
+        .env("NODE_PATH", dir.join("node_modules"));
+    let mut agent = PeerProcess::spawn(cmd);
+    let failure = agent.expect_event("send-fail", SECS_5);
+    assert!(
+        failure["retryAfterMs"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 30_000.0),
+        "{failure}"
+    );
+    assert!(server.agent("retry-pod").is_none());
 }
