@@ -34,6 +34,9 @@ const GZIP_MIN_BYTES: usize = 128;
 /// `Retry-After` on 503: the spec's recommended minimum retry interval.
 const RETRY_AFTER_SECS: &str = "30";
 
+/// Time allowed to receive a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Transport limits.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -152,9 +155,16 @@ impl Handler {
             return Ok(reply);
         };
         let gzip_reply = accepts_gzip(req.headers());
-        let body = match self.read_body(req).await {
-            Ok(body) => body,
-            Err(reply) => return Ok(reply),
+        // A stalled body must not hold a slot forever (slow-loris).
+        let body = match tokio::time::timeout(BODY_TIMEOUT, self.read_body(req)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(reply)) => return Ok(reply),
+            Err(_) => {
+                return Ok(plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body not received in time",
+                ));
+            }
         };
         let msg = match wire::decode_agent_to_server(&body) {
             Ok(msg) => msg,

@@ -416,3 +416,94 @@ fn delete(agent: &Agent) -> InstanceTask {
         pid: agent.identity.pid,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opamp::{
+        identity::NoDeviceLookup,
+        remote_config::ServedConfig,
+        wire::{AgentDescription, AnyValue, ComponentHealth, KeyValue, any_value::Value},
+    };
+
+    fn sessions(stale: Duration) -> Sessions {
+        Sessions::new(
+            Arc::new(ConfigStore::new(ServedConfig::default())),
+            DeviceOwnerCache::new(Box::new(NoDeviceLookup), Duration::from_millis(10)),
+            InstanceQueue::disabled(),
+            "node".into(),
+            stale,
+        )
+    }
+
+    fn hello(uid: u8, caps: u64) -> AgentToServer {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+        };
+        AgentToServer {
+            instance_uid: vec![uid; 16],
+            capabilities: caps,
+            agent_description: Some(AgentDescription {
+                identifying_attributes: vec![
+                    kv("k8s.namespace.name", "ns"),
+                    kv("k8s.pod.name", &format!("pod-{uid}")),
+                    kv("k8s.container.name", "c"),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn capabilities_gate_config_and_repeats_are_quiet() {
+        let s = sessions(Duration::from_secs(60));
+        // Announces capabilities but not AcceptsRemoteConfig: no config offered.
+        let reply = s.handle(hello(1, agent_caps::REPORTS_STATUS), None).await;
+        assert!(reply.remote_config.is_none());
+        assert_eq!(reply.capabilities, SERVER_CAPABILITIES);
+        // capabilities == 0 (Odigos agents): config offered.
+        assert!(s.handle(hello(2, 0), None).await.remote_config.is_some());
+        // A repeated or older sequence number is not a gap.
+        let beat = AgentToServer {
+            instance_uid: vec![2; 16],
+            sequence_num: 0,
+            ..Default::default()
+        };
+        assert_eq!(s.handle(beat, None).await.flags, 0);
+        // No identity at all: BadRequest, nothing cached.
+        let mut anonymous = hello(3, 0);
+        anonymous.agent_description = Some(AgentDescription::default());
+        let reply = s.handle(anonymous, None).await;
+        assert_eq!(
+            reply.error_response.map(|e| e.r#type),
+            Some(super::super::wire::ERROR_BAD_REQUEST)
+        );
+        assert_eq!(s.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn sweep_keeps_no_connection_agents_and_disconnect_is_idempotent() {
+        let s = sessions(Duration::ZERO);
+        let mut kept = hello(1, 0);
+        kept.health = Some(ComponentHealth {
+            status: "NoConnectionToOpAMPServer".into(),
+            ..Default::default()
+        });
+        s.handle(kept, None).await;
+        s.handle(hello(2, 0), None).await;
+        assert_eq!(s.sweep(), 1);
+        assert_eq!(s.status()[0].pod, "pod-1");
+        let bye = AgentToServer {
+            instance_uid: vec![1; 16],
+            agent_disconnect: Some(Default::default()),
+            ..Default::default()
+        };
+        s.handle(bye.clone(), None).await;
+        s.handle(bye, None).await;
+        assert!(s.is_empty());
+    }
+}
