@@ -121,6 +121,8 @@ fn build_go(go: &Path, source: &Path, output: &Path, out_dir: &Path) -> anyhow::
 fn spawn(binary: &Path, args: &[&str]) -> anyhow::Result<Child> {
     Command::new(binary)
         .args(args)
+        // The ServeMux with patterns, so spans carry routes (GOPATH builds default to the old one).
+        .env("GODEBUG", "httpmuxgo121=0")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))

@@ -48,6 +48,7 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker()?;
     cargo_fuzz()?;
     go_toolchains()?;
+    opamp_peers()?;
     Ok(())
 }
 
@@ -220,4 +221,70 @@ pub fn go_bin(version: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(go)
+}
+
+/// Real OpAMP clients for the OpAMP server tests (shared TESTING.md): one venv per Python
+/// package (the two Odigos agents pin incompatible OTel versions) and one npm prefix.
+pub const OPAMP_PYTHON_PEERS: &[(&str, &str)] = &[
+    (
+        "odigos-python-1.0.90",
+        "odigos-opentelemetry-python==1.0.90",
+    ),
+    (
+        "odigos-python-1.0.12",
+        "odigos-opentelemetry-python==1.0.12",
+    ),
+    ("otel-opamp-python", "opentelemetry-opamp-client==0.5b0"),
+];
+/// Elastic's Node OpAMP client, installed under target/tools/elastic-opamp-node/node_modules.
+pub const OPAMP_NODE_PEER: (&str, &str) =
+    ("elastic-opamp-node", "@elastic/opamp-client-node@0.5.0");
+
+fn opamp_peers() -> anyhow::Result<()> {
+    let tools = exec::workspace_root().join("target/tools");
+    for (name, requirement) in OPAMP_PYTHON_PEERS {
+        let venv = tools.join(name);
+        let python = venv.join("bin/python");
+        // `pip show` on the pinned spec's name and version: installed means done.
+        let (package, version) = requirement.split_once("==").unwrap_or((requirement, ""));
+        let shown = exec::output(Command::new(&python).args(["-m", "pip", "show", package]))
+            .unwrap_or_default();
+        if shown
+            .lines()
+            .any(|l| l.trim() == format!("Version: {version}"))
+        {
+            step(&format!("opamp peer {name}"), "already installed");
+            continue;
+        }
+        step(
+            &format!("opamp peer {name}"),
+            &format!("installing {requirement} from PyPI"),
+        );
+        exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        exec::run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .arg(requirement),
+        )?;
+    }
+    let (name, spec) = OPAMP_NODE_PEER;
+    let prefix = tools.join(name);
+    if prefix
+        .join("node_modules/@elastic/opamp-client-node/package.json")
+        .is_file()
+    {
+        step(&format!("opamp peer {name}"), "already installed");
+        return Ok(());
+    }
+    step(
+        &format!("opamp peer {name}"),
+        &format!("installing {spec} from npm"),
+    );
+    std::fs::create_dir_all(&prefix)?;
+    exec::run(
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(spec),
+    )
 }

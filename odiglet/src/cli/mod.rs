@@ -3,6 +3,7 @@
 
 mod device_plugin;
 mod inspect;
+mod opamp_server;
 mod output;
 mod processes;
 mod trace;
@@ -38,6 +39,8 @@ pub enum Command {
     DevicePlugin(device_plugin::DevicePluginArgs),
     /// Instrument local Go processes with eBPF and export their spans (OTLP or stdout JSON).
     Trace(trace::TraceArgs),
+    /// Run only the OpAMP server for native agents (standalone unless wired into `run`).
+    OpampServer(opamp_server::OpampServerArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -60,6 +63,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::execute(args),
         Command::DevicePlugin(args) => device_plugin::execute(args),
         Command::Trace(args) => trace::execute(args),
+        Command::OpampServer(args) => opamp_server::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

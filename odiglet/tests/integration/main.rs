@@ -10,4 +10,5 @@ mod export;
 mod go_http;
 mod goelf;
 mod inspect;
+mod opamp;
 mod process_lifecycle;

@@ -1,9 +1,11 @@
 //! Shared test support: privilege checks, deadlines and process helpers.
 
+pub mod apiserver;
 pub mod build;
 pub mod events;
 pub mod guards;
 pub mod kubelet;
+pub mod opamp;
 pub mod otlp;
 pub mod privileges;
 pub mod runtimes;
