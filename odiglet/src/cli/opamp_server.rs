@@ -3,16 +3,29 @@
 //! `--config`, no InstrumentationInstance writes. With cluster credentials it also writes
 //! InstrumentationInstances.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::Args;
 use tracing::info;
 
 use super::{CliError, output};
-use crate::opamp::{
-    DEFAULT_LISTEN, DEFAULT_UNIX_SOCKET, InstanceQueue, Limits, NoDeviceLookup, OpampConfig,
-    OpampServer, health::QUEUE_CAPACITY, k8s_writer::KubeInstanceWriter,
+use crate::{
+    device_plugin::{
+        pod_resources::PodResourcesClient,
+        resources::{DEFAULT_RESOURCES, RESOURCE_NAMESPACE},
+    },
+    opamp::{
+        DEFAULT_LISTEN, DEFAULT_UNIX_SOCKET, InstanceQueue, Limits, OpampConfig, OpampServer,
+        health::QUEUE_CAPACITY,
+        identity::{BoxFuture, DeviceOwner, DeviceOwnerLookup},
+        k8s_writer::KubeInstanceWriter,
+    },
 };
 
 #[derive(Debug, Args)]
@@ -113,10 +126,10 @@ async fn instance_queue(standalone: bool) -> InstanceQueue {
 }
 
 async fn serve(config: OpampConfig, kubelet_dir: PathBuf, standalone: bool) -> anyhow::Result<()> {
-    // The pod-resources client is wired in by `app`; until then device ids do not resolve.
-    info!(kubelet_dir = %kubelet_dir.display(), "device-id lookups are not wired yet");
+    let lookup = PodResourcesLookup::new(&kubelet_dir);
+    info!(socket = %kubelet_dir.display(), "device ids resolve through kubelet's pod-resources API");
     let queue = instance_queue(standalone).await;
-    let server = OpampServer::start(config, Box::new(NoDeviceLookup), queue)
+    let server = OpampServer::start(config, Box::new(lookup), queue)
         .await
         .context("cannot start the OpAMP server")?;
     let ready = serde_json::json!({
@@ -128,4 +141,45 @@ async fn serve(config: OpampConfig, kubelet_dir: PathBuf, standalone: bool) -> a
     let result = super::interrupted().await;
     server.shutdown().await;
     result
+}
+
+/// `X-Odigos-DeviceId` → pod and container, through kubelet's pod-resources API: the devices
+/// the device plugin handed out. The OpAMP server caches answers and bounds each call.
+struct PodResourcesLookup {
+    client: PodResourcesClient,
+    /// Only Odigos' instrumentation devices are looked at.
+    resources: HashSet<String>,
+}
+
+impl PodResourcesLookup {
+    fn new(kubelet_dir: &Path) -> Self {
+        let resources = DEFAULT_RESOURCES
+            .iter()
+            .map(|(name, _)| format!("{RESOURCE_NAMESPACE}/{name}"))
+            .collect();
+        Self {
+            client: PodResourcesClient::new(kubelet_dir),
+            resources,
+        }
+    }
+}
+
+impl DeviceOwnerLookup for PodResourcesLookup {
+    fn owner<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DeviceOwner>, String>> {
+        Box::pin(async move {
+            let owners = self
+                .client
+                .device_owners(&self.resources)
+                .await
+                .map_err(|error| format!("{:#}", anyhow::Error::new(error)))?;
+            Ok(owners.get(device_id).map(|owner| DeviceOwner {
+                namespace: owner.namespace.clone(),
+                pod: owner.pod.clone(),
+                container: owner.container.clone(),
+            }))
+        })
+    }
 }
