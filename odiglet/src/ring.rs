@@ -20,3 +20,13 @@ pub fn register(ring: RingBuf<MapData>) -> io::Result<AsyncRingBuf> {
     let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
     registered.map_err(io::Error::from)
 }
+
+/// Waits until `ring` has records to drain with `ring.get_mut().next()`.
+///
+/// Readiness is cleared before the caller drains: the kernel wakes a reader only for records
+/// committed while it is caught up, so a record committed after the drain finds the ring empty
+/// and raises readiness again. Clearing after draining could lose that wake-up for good.
+pub async fn wait_ready(ring: &mut AsyncRingBuf) -> io::Result<()> {
+    ring.readable_mut().await?.clear_ready();
+    Ok(())
+}

@@ -12,7 +12,10 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
 use super::{SpanSink, decode::convert_record, resource::ResourceRegistry};
-use crate::{ring::AsyncRingBuf, time::BootClock};
+use crate::{
+    ring::{self, AsyncRingBuf},
+    time::BootClock,
+};
 
 /// What the reader saw; shared with whoever reports metrics.
 #[derive(Debug, Default)]
@@ -68,19 +71,12 @@ impl<S: SpanSink> SpanReader<S> {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                ready = self.ring.readable_mut() => {
-                    let mut guard = match ready {
-                        Ok(guard) => guard,
-                        Err(error) => {
-                            warn!(%error, "span ring buffer poll failed; stopping");
-                            return;
-                        }
-                    };
-                    // Clear readiness before draining: the kernel wakes us only for records
-                    // committed while we are caught up, so a record committed after this
-                    // drain finds the ring empty and raises readiness again.
-                    guard.clear_ready();
-                    drain(guard.get_inner_mut(), &self.resources, &self.sink, &self.counters);
+                ready = ring::wait_ready(&mut self.ring) => {
+                    if let Err(error) = ready {
+                        warn!(%error, "span ring buffer poll failed; stopping");
+                        return;
+                    }
+                    drain(self.ring.get_mut(), &self.resources, &self.sink, &self.counters);
                 }
                 () = &mut shutdown => {
                     drain(self.ring.get_mut(), &self.resources, &self.sink, &self.counters);

@@ -332,19 +332,12 @@ impl Reader {
         let mut reported = LifecycleCounters::default();
         loop {
             tokio::select! {
-                ready = self.ring.readable_mut() => {
-                    let mut guard = match ready {
-                        Ok(guard) => guard,
-                        Err(error) => {
-                            warn!(%error, "lifecycle ring buffer poll failed; stopping");
-                            return;
-                        }
-                    };
-                    // Clear readiness before draining: the kernel wakes us only for records
-                    // committed while we are caught up, so a record committed after this
-                    // drain finds the ring empty and raises readiness again.
-                    guard.clear_ready();
-                    let ring = guard.get_inner_mut();
+                ready = ring::wait_ready(&mut self.ring) => {
+                    if let Err(error) = ready {
+                        warn!(%error, "lifecycle ring buffer poll failed; stopping");
+                        return;
+                    }
+                    let ring = self.ring.get_mut();
                     while let Some(item) = ring.next() {
                         match decode_record(&item) {
                             Ok(record) => batch.push(record),
