@@ -5,15 +5,15 @@
 //!
 //! # Architecture
 //! ```text
-//! process ─ProcessEvent─▶ (instrumentation manager) ─▶ (span pipeline) ─▶ (OTLP export)
-//!    ▲ lifecycle probe: tracepoints sched_process_{exec,fork,exit} → ring buffer → AsyncFd
-//! ebpf_objects: the eBPF objects embedded at build time (odiglet-ebpf, via `cargo xtask build-ebpf`)
-//! time: kernel boot-time stamps → wall clock
-//! cli: one module per subcommand; telemetry: logging set-up
+//! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
+//!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
+//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry
+//! cli: one module per subcommand, the only place that composes the others
 //! ```
-//! Modules own one job each, and data flows one way through bounded channels; see the
-//! README for the full map as the other components (device plugin, OpAMP server, runtime
-//! inspection, Go instrumentation, Kubernetes glue) land.
+//! Modules own one job each and data flows one way through bounded channels: upstream
+//! modules never import downstream ones, and edge servers declare the narrow traits they need
+//! (`opamp::identity::DeviceOwnerLookup`) for the composition code to implement.
 // Unsafe code is denied; the single exception (tokio fd registration, `ring`) says why.
 #![deny(unsafe_code)]
 
