@@ -56,18 +56,31 @@ fn read_prefix<T: aya::Pod>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// The kind every record starts with (a native-endian `u32`).
+fn record_kind(bytes: &[u8]) -> Result<u32, DecodeError> {
+    match bytes.get(..4) {
+        Some(&[a, b, c, d]) => Ok(u32::from_ne_bytes([a, b, c, d])),
+        _ => Err(DecodeError::Truncated {
+            kind: 0,
+            len: bytes.len(),
+            need: 4,
+        }),
+    }
+}
+
+/// The bytes of a record exactly as the kernel writes them: the inverse of the decoders, for
+/// code that synthesizes ring-buffer records (tests, benchmarks).
+pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: `T: Pod` has no padding and no invalid bit patterns; the slice covers exactly
+    // the value and lives as long as the borrow.
+    unsafe {
+        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+    }
+}
+
 /// Decodes one lifecycle ring-buffer record.
 pub fn decode_record(bytes: &[u8]) -> Result<LifecycleRecord, DecodeError> {
-    let kind = match bytes.get(..4) {
-        Some(&[a, b, c, d]) => u32::from_ne_bytes([a, b, c, d]),
-        _ => {
-            return Err(DecodeError::Truncated {
-                kind: 0,
-                len: bytes.len(),
-                need: 4,
-            });
-        }
-    };
+    let kind = record_kind(bytes)?;
     match kind {
         PROCESS_EXEC => read_prefix::<ExecRecord>(bytes, kind).map(LifecycleRecord::Exec),
         PROCESS_FORK => read_prefix::<ProcessHeader>(bytes, kind).map(LifecycleRecord::Fork),
@@ -85,16 +98,7 @@ pub enum GoSpanRecord {
 
 /// Decodes one record of the Go probes' ring buffer.
 pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
-    let kind = match bytes.get(..4) {
-        Some(&[a, b, c, d]) => u32::from_ne_bytes([a, b, c, d]),
-        _ => {
-            return Err(DecodeError::Truncated {
-                kind: 0,
-                len: bytes.len(),
-                need: 4,
-            });
-        }
-    };
+    let kind = record_kind(bytes)?;
     match kind {
         GO_SPAN_HTTP_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::HttpServer),
         GO_SPAN_HTTP_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::HttpClient),
@@ -116,14 +120,6 @@ mod tests {
             cgroup_id: 99,
             boot_ns: 123,
             comm: *b"true\0\0\0\0\0\0\0\0\0\0\0\0",
-        }
-    }
-
-    fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
-        // SAFETY: `T: Pod` has no padding and no invalid bit patterns; the slice covers
-        // exactly the value and lives as long as the borrow.
-        unsafe {
-            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
         }
     }
 

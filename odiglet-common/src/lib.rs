@@ -13,4 +13,6 @@ pub mod lifecycle;
 #[cfg(feature = "user")]
 mod decode;
 #[cfg(feature = "user")]
-pub use decode::{DecodeError, GoSpanRecord, LifecycleRecord, decode_go_span, decode_record};
+pub use decode::{
+    DecodeError, GoSpanRecord, LifecycleRecord, bytes_of, decode_go_span, decode_record,
+};

@@ -1,6 +1,6 @@
 //! The per-record work of the reader: bytes → decoded record → [`ProcessSpan`].
 
-use odiglet_common::{DecodeError, GoSpanRecord, decode_go_span, go::SpanHeader};
+use odiglet_common::{DecodeError, GoSpanRecord, bytes_of, decode_go_span};
 
 use super::{
     ProcessSpan,
@@ -26,69 +26,15 @@ pub fn convert_record(
 /// The bytes the kernel writes for `record` (native endian, `#[repr(C)]` order): the inverse
 /// of [`decode_go_span`], for tests and benchmarks that synthesize ring-buffer records.
 pub fn record_bytes(record: &GoSpanRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(640);
     match record {
-        GoSpanRecord::HttpServer(span) => {
-            header_bytes(&mut out, &span.header);
-            out.extend_from_slice(&span.status_code.to_ne_bytes());
-            for len in [
-                span.method_len,
-                span.path_len,
-                span.route_len,
-                span.host_len,
-                span.remote_addr_len,
-                span.proto_len,
-            ] {
-                out.extend_from_slice(&len.to_ne_bytes());
-            }
-            out.extend_from_slice(&span.method);
-            out.extend_from_slice(&span.path);
-            out.extend_from_slice(&span.route);
-            out.extend_from_slice(&span.host);
-            out.extend_from_slice(&span.remote_addr);
-            out.extend_from_slice(&span.proto);
-        }
-        GoSpanRecord::HttpClient(span) => {
-            header_bytes(&mut out, &span.header);
-            out.extend_from_slice(&span.status_code.to_ne_bytes());
-            for len in [
-                span.method_len,
-                span.scheme_len,
-                span.host_len,
-                span.path_len,
-                span.proto_len,
-                span.reserved,
-            ] {
-                out.extend_from_slice(&len.to_ne_bytes());
-            }
-            out.extend_from_slice(&span.method);
-            out.extend_from_slice(&span.scheme);
-            out.extend_from_slice(&span.host);
-            out.extend_from_slice(&span.path);
-            out.extend_from_slice(&span.proto);
-        }
-    }
-    out
-}
-
-fn header_bytes(out: &mut Vec<u8>, header: &SpanHeader) {
-    for value in [header.kind, header.pid, header.flags, header.reserved] {
-        out.extend_from_slice(&value.to_ne_bytes());
-    }
-    for value in [header.start_boot_ns, header.end_boot_ns, header.goroutine] {
-        out.extend_from_slice(&value.to_ne_bytes());
-    }
-    for context in [&header.context, &header.parent] {
-        out.extend_from_slice(&context.trace_id);
-        out.extend_from_slice(&context.span_id);
-        out.push(context.trace_flags);
-        out.extend_from_slice(&context.reserved);
+        GoSpanRecord::HttpServer(span) => bytes_of(span).to_vec(),
+        GoSpanRecord::HttpClient(span) => bytes_of(span).to_vec(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use odiglet_common::go::{HttpClientSpan, HttpServerSpan};
+    use odiglet_common::go::{HttpClientSpan, HttpServerSpan, SpanHeader};
 
     use super::*;
     use crate::pipeline::span::tests::server;
