@@ -26,7 +26,9 @@ use odiglet::opamp::{
 use prost::Message;
 use serde_json::json;
 
-use crate::support::opamp::{PeerProcess, Target, TestServer, peer, raw, script, wait_for};
+use crate::support::opamp::{
+    PeerProcess, Target, TestServer, hold_only_slot, peer, raw, script, wait_for,
+};
 
 const SECS_5: Duration = Duration::from_secs(5);
 /// For waits on the server's scheduling, which a loaded machine (the whole suite running on

@@ -296,10 +296,8 @@ fn elastic_node_client_retry_after() {
     };
     let server = TestServer::start(limits, &[]);
     // Hold the only request slot with a request stalled mid-body.
-    let mut stalled = std::net::TcpStream::connect(server.addr()).expect("connect");
-    write!(stalled, "{POST}\r\nContent-Length: 10\r\n\r\n").expect("send head");
-    wait_for("slot held", SECS_30, || {
-        (raw(Target::Tcp(server.addr()), POST, b"").status == 503).then_some(())
+    let (_stalled, _) = hold_only_slot(server.addr(), POST, || {
+        raw(Target::Tcp(server.addr()), POST, b"")
     });
     let mut cmd = Command::new("node");
     cmd.arg(script("elastic_client.js"))

@@ -190,11 +190,8 @@ fn raw_http_protocol_rules() {
     assert!(reply.remote_config.is_some());
 
     // Concurrency: a request stalled mid-body holds the only slot → 503 + Retry-After.
-    let mut stalled = std::net::TcpStream::connect(server.addr()).expect("connect");
-    write!(stalled, "{POST}\r\nContent-Length: 10\r\n\r\n").expect("send head");
-    let busy = wait_for("503 while the slot is held", SECS_30, || {
-        let r = raw(tcp(), POST, &beat.encode_to_vec());
-        (r.status == 503).then_some(r)
+    let (stalled, busy) = hold_only_slot(server.addr(), POST, || {
+        raw(tcp(), POST, &beat.encode_to_vec())
     });
     assert_eq!(busy.header("retry-after"), Some("30"));
     drop(stalled);

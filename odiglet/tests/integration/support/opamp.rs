@@ -384,3 +384,31 @@ fn parse_response(bytes: &[u8]) -> RawResponse {
         body: bytes[split + 4..].to_vec(),
     }
 }
+
+/// Holds a server's only request slot with a request stalled mid-body; returns the stalled
+/// connection and the first 503 a `probe` got while it was held. A stalled request can lose the
+/// race for the slot to a probe (and be answered 503 itself, holding nothing): then it is
+/// replaced by a fresh one, until the deadline.
+pub fn hold_only_slot(
+    addr: SocketAddr,
+    head: &str,
+    mut probe: impl FnMut() -> RawResponse,
+) -> (std::net::TcpStream, RawResponse) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stalled = std::net::TcpStream::connect(addr).expect("connect");
+        write!(stalled, "{head}\r\nContent-Length: 10\r\n\r\n").expect("send head");
+        let attempt = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < attempt {
+            let response = probe();
+            if response.status == 503 {
+                return (stalled, response);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "could not hold the only request slot within 30s"
+        );
+    }
+}
