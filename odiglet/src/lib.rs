@@ -24,6 +24,7 @@ pub mod export;
 pub mod goelf;
 pub mod inspect;
 pub mod instrument;
+pub mod manager;
 pub mod opamp;
 pub mod pipeline;
 pub mod process;
