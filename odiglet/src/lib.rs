@@ -8,6 +8,8 @@
 //! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
 //!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
 //! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
+//! k8s: watches (pods of this node, InstrumentationConfigs) → manager requests, OpAMP config,
+//!      runtime-detection status writes
 //! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry
 //! cli: one module per subcommand, the only place that composes the others
 //! ```
@@ -24,6 +26,7 @@ pub mod export;
 pub mod goelf;
 pub mod inspect;
 pub mod instrument;
+pub mod k8s;
 pub mod manager;
 pub mod opamp;
 pub mod pipeline;

@@ -6,6 +6,7 @@ mod inspect;
 mod opamp_server;
 mod output;
 mod processes;
+mod run;
 mod trace;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Run only the OpAMP server for native agents (standalone unless wired into `run`).
     OpampServer(opamp_server::OpampServerArgs),
+    /// Run the node agent: device plugin, OpAMP server, Kubernetes watches, runtime detection
+    /// and eBPF instrumentation, until SIGTERM.
+    Run(run::RunArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -64,6 +68,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::DevicePlugin(args) => device_plugin::execute(args),
         Command::Trace(args) => trace::execute(args),
         Command::OpampServer(args) => opamp_server::execute(args),
+        Command::Run(args) => run::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,5 +10,6 @@ mod export;
 mod go_http;
 mod goelf;
 mod inspect;
+mod k8s;
 mod opamp;
 mod process_lifecycle;
