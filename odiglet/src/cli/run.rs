@@ -99,8 +99,8 @@ pub struct RunArgs {
     /// Odigos enterprise flag; accepted and ignored.
     #[arg(long, hide = true, value_name = "SUFFIX")]
     trace_id_suffix: Option<String>,
-    /// Odigos enterprise flag; accepted and ignored.
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    /// Odigos enterprise flag (`--wasp-enabled[=BOOL]`); accepted and ignored.
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     wasp_enabled: Option<String>,
     /// Other flags a newer chart may pass; accepted with a warning.
     #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]

@@ -127,6 +127,7 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         ),
     );
 
+    let log = tmp.path().join("odiglet.log");
     let mut cmd = base_command(&kubeconfig);
     cmd.args([
         "--health-probe-bind-port",
@@ -150,10 +151,8 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         "--future-flag=1",
     ])
     .stdin(Stdio::null())
-    .stdout(Stdio::piped());
-    if std::env::var_os("ODIGLET_TEST_OUTPUT").is_none() {
-        cmd.stderr(Stdio::null());
-    }
+    .stdout(Stdio::piped())
+    .stderr(std::fs::File::create(&log).expect("log file"));
     let mut odiglet = Running(cmd.spawn().expect("spawn odiglet run"));
     let stdout = odiglet.0.stdout.take().expect("stdout");
     let (tx, lines) = std_mpsc::channel();
@@ -239,7 +238,16 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(status.success(), "SIGTERM is a clean stop: {status}\n{log}");
+    for expected in [
+        "--trace-id-suffix is an Odigos enterprise flag",
+        "--wasp-enabled is an Odigos enterprise flag",
+        "ignoring unknown arguments",
+    ] {
+        assert!(log.contains(expected), "{expected:?} not logged:\n{log}");
+    }
+    assert!(log.contains("--future-flag=1"), "{log}");
     assert!(sockets(&exchange).is_empty(), "the OpAMP socket is removed");
     assert_eq!(
         sockets(kubelet.dir()),

@@ -26,7 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::{
     Request, Response, StatusCode,
     body::{Frame, Incoming},
@@ -40,7 +40,7 @@ use tokio::sync::{broadcast, mpsc};
 pub use self::store::{Change, EventType};
 use self::store::{Objects, Query, Selector, WriteError, api_version_kind, merge_patch};
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// How often an idle watch with bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
@@ -61,7 +61,7 @@ pub struct ApiServer {
 }
 
 fn reply(code: StatusCode, body: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
     *r.status_mut() = code;
     r.headers_mut()
         .insert("content-type", "application/json".parse().expect("header"));
@@ -242,26 +242,36 @@ impl ApiServer {
     }
 }
 
-/// `/api/v1/...` or `/apis/<group>/<version>/...` → (resource, namespace, name, subresource).
-fn route(path: &str) -> Option<(String, Option<String>, Option<String>, Option<String>)> {
+/// What a request path names.
+struct Route {
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+/// `/api/v1/...` or `/apis/<group>/<version>/...`.
+fn route(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let rest = match parts.as_slice() {
         ["api", "v1", rest @ ..] => rest,
         ["apis", _, _, rest @ ..] => rest,
         _ => return None,
     };
-    let owned = |s: &&str| Some((*s).to_owned());
-    match rest {
-        [resource] => Some(((*resource).to_owned(), None, None, None)),
-        ["namespaces", ns, resource] => Some(((*resource).to_owned(), owned(ns), None, None)),
-        ["namespaces", ns, resource, name] => {
-            Some(((*resource).to_owned(), owned(ns), owned(name), None))
-        }
-        ["namespaces", ns, resource, name, sub] => {
-            Some(((*resource).to_owned(), owned(ns), owned(name), owned(sub)))
-        }
-        _ => None,
-    }
+    let (resource, namespace, name, subresource) = match rest {
+        [resource] => (resource, None, None, None),
+        ["namespaces", ns, resource] => (resource, Some(ns), None, None),
+        ["namespaces", ns, resource, name] => (resource, Some(ns), Some(name), None),
+        ["namespaces", ns, resource, name, sub] => (resource, Some(ns), Some(name), Some(sub)),
+        _ => return None,
+    };
+    let owned = |s: Option<&&str>| s.map(|s| (*s).to_owned());
+    Some(Route {
+        resource: (*resource).to_owned(),
+        namespace: owned(namespace),
+        name: owned(name),
+        subresource: owned(subresource),
+    })
 }
 
 async fn handle(
@@ -283,7 +293,13 @@ async fn handle(
     } else {
         format!("{method} {path}?{query}")
     });
-    let Some((resource, namespace, name, sub)) = route(&path) else {
+    let Some(Route {
+        resource,
+        namespace,
+        name,
+        subresource: sub,
+    }) = route(&path)
+    else {
         return Ok(failure(StatusCode::NOT_FOUND, "NotFound", "no such path"));
     };
     let Some((api_version, kind)) = api_version_kind(&resource) else {
@@ -523,7 +539,7 @@ fn watch(st: &mut State, resource: &str, query: Query, raw_query: &str) -> Respo
             .await
             .map(|line| (Ok::<_, Infallible>(Frame::data(line)), rx))
     });
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream.boxed())));
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())));
     response
         .headers_mut()
         .insert("content-type", "application/json".parse().expect("header"));

@@ -38,16 +38,6 @@ pub enum EventType {
     Deleted,
 }
 
-impl EventType {
-    pub fn word(self) -> &'static str {
-        match self {
-            Self::Added => "ADDED",
-            Self::Modified => "MODIFIED",
-            Self::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One change, as watches see it.
 #[derive(Clone, Debug)]
 pub struct Change {
