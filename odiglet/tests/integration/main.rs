@@ -10,5 +10,7 @@ mod export;
 mod go_http;
 mod goelf;
 mod inspect;
+mod manager;
 mod opamp;
+mod ops;
 mod process_lifecycle;
