@@ -30,3 +30,48 @@ pub fn counter(value: u64) -> ConstCounter<u64> {
 pub fn gauge(value: u64) -> ConstGauge<i64> {
     ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::{collector::Collector, registry::Registry};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl Collector for Fixed {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+            family(
+                &mut encoder,
+                "things",
+                "Things seen",
+                vec![
+                    (vec![("kind", "a".to_owned())], counter(2)),
+                    (vec![("kind", "b\"c".to_owned())], counter(3)),
+                ],
+            )?;
+            family(
+                &mut encoder,
+                "level",
+                "A level",
+                vec![(Vec::new(), gauge(7))],
+            )?;
+            family::<ConstGauge<i64>>(&mut encoder, "absent", "No rows", Vec::new())
+        }
+    }
+
+    #[test]
+    fn families_encode_as_openmetrics_text() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            text,
+            "# HELP things Things seen\n# TYPE things counter\nthings_total{kind=\"a\"} 2\n\
+             things_total{kind=\"b\\\"c\"} 3\n# HELP level A level\n# TYPE level gauge\n\
+             level 7\n# EOF\n"
+        );
+    }
+}

@@ -26,7 +26,7 @@ mod procinfo;
 mod report;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -68,6 +68,11 @@ use crate::{
 pub const REQUEST_CAPACITY: usize = 200;
 /// Executables whose analysis is kept; beyond it the cache starts over.
 const ANALYSIS_CACHE_MAX: usize = 64;
+/// Examinations running at once on the blocking pool: binary analysis is CPU-bound and the
+/// node's workloads come first; an exec storm queues instead of spawning threads.
+const EXAMINATIONS_IN_FLIGHT: usize = 2;
+/// Examinations waiting; beyond this new ones are dropped (rescans find those processes).
+const EXAMINATIONS_QUEUED: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -284,6 +289,7 @@ impl InstrumentationManager {
             ignored: HashMap::new(),
             pending: HashMap::new(),
             next_ticket: 0,
+            queued: VecDeque::new(),
             examinations: JoinSet::new(),
             analyses: Arc::new(Mutex::new(HashMap::new())),
         };
@@ -379,6 +385,8 @@ struct Manager {
     /// Processes being examined, with the ticket of the examination that counts.
     pending: HashMap<u32, u64>,
     next_ticket: u64,
+    /// Examinations waiting for a slot: (pid, ticket, container).
+    queued: VecDeque<(u32, u64, ContainerKey)>,
     examinations: JoinSet<Examined>,
     analyses: AnalysisCache,
 }
@@ -412,6 +420,7 @@ impl Manager {
                         Ok(examined) => self.on_examined(examined),
                         Err(error) => warn!(%error, "a process examination failed"),
                     }
+                    self.start_examinations();
                 }
                 _ = rescan.tick() => self.rescan(),
             }
@@ -577,19 +586,36 @@ impl Manager {
         }
     }
 
-    /// Starts examining `pid` on the blocking pool; a later examination supersedes it.
+    /// Queues an examination of `pid`; a later examination supersedes it.
     fn examine(&mut self, pid: u32, key: ContainerKey) {
+        if self.queued.len() >= EXAMINATIONS_QUEUED {
+            debug!(pid, "examination queue full; the next rescan will find it");
+            return;
+        }
         self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        self.pending.insert(pid, ticket);
-        let proc_root = self.proc_root.clone();
-        let analyses = Arc::clone(&self.analyses);
-        self.examinations.spawn_blocking(move || Examined {
-            pid,
-            ticket,
-            key,
-            outcome: examine(&proc_root, pid, &analyses),
-        });
+        self.pending.insert(pid, self.next_ticket);
+        self.queued.push_back((pid, self.next_ticket, key));
+        self.start_examinations();
+    }
+
+    /// Starts queued examinations that still count, up to the in-flight limit.
+    fn start_examinations(&mut self) {
+        while self.examinations.len() < EXAMINATIONS_IN_FLIGHT {
+            let Some((pid, ticket, key)) = self.queued.pop_front() else {
+                return;
+            };
+            if self.pending.get(&pid) != Some(&ticket) {
+                continue;
+            }
+            let proc_root = self.proc_root.clone();
+            let analyses = Arc::clone(&self.analyses);
+            self.examinations.spawn_blocking(move || Examined {
+                pid,
+                ticket,
+                key,
+                outcome: examine(&proc_root, pid, &analyses),
+            });
+        }
     }
 
     fn on_examined(&mut self, examined: Examined) {
