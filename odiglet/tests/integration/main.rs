@@ -11,5 +11,7 @@ mod go_http;
 mod goelf;
 mod inspect;
 mod k8s;
+mod manager;
 mod opamp;
+mod ops;
 mod process_lifecycle;

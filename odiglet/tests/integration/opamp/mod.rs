@@ -43,7 +43,7 @@ pub(crate) fn kv(key: &str, value: Value) -> KeyValue {
     }
 }
 
-fn registration(uid: &[u8], pod: &str) -> AgentToServer {
+pub(crate) fn registration(uid: &[u8], pod: &str) -> AgentToServer {
     AgentToServer {
         instance_uid: uid.to_vec(),
         agent_description: Some(AgentDescription {
