@@ -44,7 +44,7 @@ pub enum Command {
     OpampServer(opamp_server::OpampServerArgs),
     /// Run the node agent: device plugin, OpAMP server, Kubernetes watches, runtime detection
     /// and eBPF instrumentation, until SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -68,7 +68,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::DevicePlugin(args) => device_plugin::execute(args),
         Command::Trace(args) => trace::execute(args),
         Command::OpampServer(args) => opamp_server::execute(args),
-        Command::Run(args) => run::execute(args),
+        Command::Run(args) => run::execute(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! `odiglet run`: the node agent. One tokio runtime, one kube client and one shutdown path for
-//! the device plugin, the OpAMP server (with InstrumentationInstance writes and its config fed
-//! from InstrumentationConfigs), the Kubernetes watches with runtime detection, and the
-//! instrumentation manager's request channel.
+//! the device plugin, the OpAMP server (its config fed from InstrumentationConfigs), the
+//! Kubernetes watches with runtime detection, the eBPF instrumentation manager, one
+//! InstrumentationInstance writer for both, and the health server (`/healthz`, `/readyz`:
+//! OpAMP listening, watches synced, eBPF loaded; `/metrics`, `/v1/agents`,
+//! `/v1/instrumentations`).
 //!
 //! Env contract as Odigos' odiglet (odigos.md §7): `NODE_NAME`, `NODE_IP` and `CURRENT_NS` are
 //! required; `--health-probe-bind-port` is Odigos' flag; enterprise and unknown flags are
@@ -16,28 +18,28 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
 use super::{CliError, opamp_server::PodResourcesLookup, output};
 use crate::{
     device_plugin::{DevicePluginConfig, DevicePlugins},
+    export::{DEFAULT_OTLP_ENDPOINT, ExportTarget},
     inspect::{
         Inspector,
         cgroup::{CgroupConfig, DEFAULT_CGROUP_ROOT},
     },
     k8s::{self, DetectionWorker, Glue, GlueConfig, StatusWriter},
-    manager::ManagerRequest,
+    manager::{InstrumentationManager, ManagerConfig, ManagerRequest, REQUEST_CAPACITY},
     opamp::{
         DEFAULT_LISTEN, DEFAULT_UNIX_SOCKET, InstanceQueue, OpampConfig, OpampServer, ServedConfig,
         health::QUEUE_CAPACITY, k8s_writer::KubeInstanceWriter,
     },
+    ops::{EBPF_LOADED, OPAMP_LISTENER, OpsServer, OpsState, Readiness, WATCHES_SYNCED},
 };
 
 /// Odigos' health-probe port (`k8sconsts.OdigletHealthProbeBindPort`).
 pub const DEFAULT_HEALTH_PORT: u16 = 55683;
-/// Pending requests to the instrumentation manager.
-const MANAGER_QUEUE: usize = 256;
 /// Everything stops within this after SIGTERM (Odigos closes instrumentations within 10 s).
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 
@@ -85,6 +87,15 @@ pub struct RunArgs {
     /// Do not inspect runtimes or write runtime details.
     #[arg(long)]
     no_runtime_detection: bool,
+    /// Do not load eBPF (no Go instrumentation): instrumentation requests are only logged.
+    #[arg(long)]
+    no_ebpf: bool,
+    /// Where eBPF-instrumented processes' spans go (the node collector in Odigos' pod).
+    #[arg(long, value_name = "URL", default_value = DEFAULT_OTLP_ENDPOINT)]
+    otlp_endpoint: String,
+    /// Do not inject `traceparent` into outgoing HTTP requests of instrumented processes.
+    #[arg(long)]
+    no_propagation: bool,
     /// Where processes are (`/hostproc` when the pod has no host PID namespace).
     #[arg(
         long,
@@ -115,6 +126,7 @@ struct RunConfig {
     opamp: OpampConfig,
     health_addr: SocketAddr,
     detection: Option<(Inspector, CgroupConfig)>,
+    manager: Option<ManagerConfig>,
     kubelet_dir: PathBuf,
 }
 
@@ -160,6 +172,16 @@ impl RunArgs {
         };
         let device_plugin = (!self.no_device_plugin)
             .then(|| DevicePluginConfig::new(&self.kubelet_dir, self.agents_dir, node_ip));
+        let manager = (!self.no_ebpf).then(|| {
+            let mut manager = ManagerConfig::new(ExportTarget::OtlpGrpc {
+                endpoint: self.otlp_endpoint.clone(),
+            });
+            manager.proc_root.clone_from(&self.proc_dir);
+            manager.cgroup_root.clone_from(&self.cgroup_root);
+            manager.node_name = Some(node_name.clone());
+            manager.propagation = !self.no_propagation;
+            manager
+        });
         let detection = (!self.no_runtime_detection).then(|| {
             (
                 Inspector::new(&self.proc_dir),
@@ -179,6 +201,7 @@ impl RunArgs {
                 self.health_probe_bind_port,
             ),
             detection,
+            manager,
             kubelet_dir: self.kubelet_dir,
         })
     }
@@ -189,7 +212,7 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
     super::runtime()?.block_on(run(config))
 }
 
-/// Until the instrumentation manager is wired in: log what it would be asked.
+/// Without eBPF (`--no-ebpf`): log what the manager would be asked.
 async fn log_requests(mut requests: mpsc::Receiver<ManagerRequest>) {
     while let Some(request) = requests.recv().await {
         match request {
@@ -197,42 +220,149 @@ async fn log_requests(mut requests: mpsc::Receiver<ManagerRequest>) {
                 namespace = %target.key.namespace, pod = %target.key.pod,
                 container = %target.key.container, container_id = ?target.container_id,
                 distro = %target.distro, traces = target.traces.enabled,
-                "instrumentation wanted"
+                "instrumentation wanted (eBPF is off)"
             ),
             ManagerRequest::Remove(key) => info!(
                 namespace = %key.namespace, pod = %key.pod, container = %key.container,
-                "instrumentation no longer wanted"
+                "instrumentation no longer wanted (eBPF is off)"
             ),
         }
     }
 }
 
+/// Where the manager's requests go: the real manager, or the logger of `--no-ebpf`.
+enum Instrumentation {
+    Manager(InstrumentationManager),
+    Logged(JoinHandle<()>),
+}
+
+/// What has been started so far; stopped in reverse dependency order.
+#[derive(Default)]
+struct Components {
+    plugins: Option<DevicePlugins>,
+    opamp: Option<OpampServer>,
+    instrumentation: Option<Instrumentation>,
+    ops: Option<OpsServer>,
+    glue: Option<Glue>,
+}
+
+impl Components {
+    /// The glue first (no more requests), then the manager (detach, flush spans, delete
+    /// instances), then the servers together; bounded by [`SHUTDOWN_BUDGET`].
+    async fn shutdown(self) {
+        let stop = async {
+            if let Some(glue) = self.glue {
+                glue.shutdown().await;
+            }
+            match self.instrumentation {
+                Some(Instrumentation::Manager(manager)) => {
+                    let totals = manager.shutdown().await;
+                    info!(?totals, "instrumentation manager stopped");
+                }
+                Some(Instrumentation::Logged(task)) => task.abort(),
+                None => {}
+            }
+            tokio::join!(
+                async {
+                    if let Some(opamp) = self.opamp {
+                        opamp.shutdown().await;
+                    }
+                },
+                async {
+                    if let Some(plugins) = self.plugins {
+                        plugins.shutdown().await;
+                    }
+                },
+                async {
+                    if let Some(ops) = self.ops {
+                        ops.shutdown().await;
+                    }
+                },
+            );
+        };
+        if tokio::time::timeout(SHUTDOWN_BUDGET, stop).await.is_err() {
+            warn!(budget = ?SHUTDOWN_BUDGET, "shutdown took too long; exiting anyway");
+        }
+    }
+}
+
+/// One JSON line on stdout: the addresses, and whether the daemon is ready.
+fn announce(ready: bool, opamp: &OpampServer, health: SocketAddr) {
+    let line = serde_json::json!({
+        "ready": ready,
+        "opamp": opamp.tcp_addr.map(|a| a.to_string()),
+        "unix_socket": opamp.unix_socket.as_ref().map(|p| p.display().to_string()),
+        "opamp_status": opamp.status_addr.map(|a| a.to_string()),
+        "health": health.to_string(),
+    });
+    if let Err(error) = output::line(&line.to_string()) {
+        warn!(%error, "cannot write to stdout");
+    }
+}
+
 async fn run(config: RunConfig) -> Result<(), CliError> {
+    let mut started = Components::default();
+    let outcome = start_and_serve(config, &mut started).await;
+    info!("shutting down");
+    std::mem::take(&mut started).shutdown().await;
+    outcome
+}
+
+/// Starts every component into `started` (so a failure midway still stops what runs), then
+/// serves until SIGTERM or SIGINT.
+async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<(), CliError> {
     let client = k8s::client(config.kubeconfig.as_deref())
         .await
         .map_err(|e| CliError::Usage(e.into()))?;
+    let readiness = Readiness::new();
+    let opamp_listening = readiness.condition(OPAMP_LISTENER);
+    let watches_synced = readiness.condition(WATCHES_SYNCED);
 
-    let plugins = match config.device_plugin {
-        Some(dp) => Some(DevicePlugins::start(dp).map_err(|e| CliError::Usage(e.into()))?),
-        None => None,
-    };
-    let writer = Arc::new(KubeInstanceWriter::new(client.clone()));
-    let queue = InstanceQueue::start(writer, QUEUE_CAPACITY);
+    if let Some(dp) = config.device_plugin {
+        started.plugins = Some(DevicePlugins::start(dp).map_err(|e| CliError::Usage(e.into()))?);
+    }
+    // One InstrumentationInstance queue and worker for OpAMP agents and eBPF processes.
+    let instances = InstanceQueue::start(
+        Arc::new(KubeInstanceWriter::new(client.clone())),
+        QUEUE_CAPACITY,
+    );
     let lookup = PodResourcesLookup::new(&config.kubelet_dir);
-    let opamp = match OpampServer::start(config.opamp, Box::new(lookup), queue).await {
-        Ok(server) => server,
-        Err(error) => {
-            if let Some(plugins) = plugins {
-                plugins.shutdown().await;
-            }
-            return Err(CliError::Runtime(
-                anyhow::Error::new(error).context("cannot start the OpAMP server"),
-            ));
+    let opamp = OpampServer::start(config.opamp, Box::new(lookup), instances.clone())
+        .await
+        .context("cannot start the OpAMP server")
+        .map_err(CliError::Runtime)?;
+    opamp_listening.set(true);
+    let mut ops_state = OpsState::new(readiness.clone()).with_opamp(opamp.sessions.clone());
+    let opamp_config = opamp.config.clone();
+    started.opamp = Some(opamp);
+
+    let requests = match config.manager {
+        Some(manager_config) => {
+            let ebpf_loaded = readiness.condition(EBPF_LOADED);
+            let manager = InstrumentationManager::start(manager_config, instances)
+                .context("cannot start the instrumentation manager (--no-ebpf runs without it)")
+                .map_err(CliError::Runtime)?;
+            ebpf_loaded.set(true);
+            ops_state = ops_state.with_manager(manager.handle());
+            let requests = manager.requests();
+            started.instrumentation = Some(Instrumentation::Manager(manager));
+            requests
+        }
+        None => {
+            let (requests, received) = mpsc::channel(REQUEST_CAPACITY);
+            started.instrumentation = Some(Instrumentation::Logged(tokio::spawn(log_requests(
+                received,
+            ))));
+            requests
         }
     };
+    let ops = OpsServer::start(config.health_addr, ops_state)
+        .await
+        .context("cannot start the health server")
+        .map_err(CliError::Runtime)?;
+    let health = ops.addr;
+    started.ops = Some(ops);
 
-    let (requests, received) = mpsc::channel(MANAGER_QUEUE);
-    let manager = tokio::spawn(log_requests(received));
     let detection = config
         .detection
         .map(|(inspector, cgroups)| DetectionWorker {
@@ -245,47 +375,30 @@ async fn run(config: RunConfig) -> Result<(), CliError> {
         GlueConfig {
             node_name: config.node_name,
             requests,
-            opamp: Some((opamp.config.clone(), ServedConfig::default())),
+            opamp: Some((opamp_config, ServedConfig::default())),
             detection,
         },
     );
-
-    let outcome = tokio::select! {
-        synced = glue.wait_synced() => {
-            if synced {
-                let ready = serde_json::json!({
-                    "ready": true,
-                    "opamp": opamp.tcp_addr.map(|a| a.to_string()),
-                    "unix_socket": opamp.unix_socket.as_ref().map(|p| p.display().to_string()),
-                    "opamp_status": opamp.status_addr.map(|a| a.to_string()),
-                    "health": config.health_addr.to_string(),
-                });
-                if let Err(error) = output::line(&ready.to_string()) {
-                    warn!(%error, "cannot write the ready line to stdout");
+    let mut synced = glue.synced.clone();
+    started.glue = Some(glue);
+    if let Some(opamp) = &started.opamp {
+        announce(false, opamp, health);
+    }
+    let interrupted = super::interrupted();
+    tokio::pin!(interrupted);
+    tokio::select! {
+        result = synced.wait_for(|s| *s) => {
+            if result.is_ok() {
+                watches_synced.set(true);
+                if let Some(opamp) = &started.opamp {
+                    announce(true, opamp, health);
                 }
             }
-            super::interrupted().await
         }
-        interrupted = super::interrupted() => interrupted,
-    };
-    info!("shutting down");
-    let stop_all = async {
-        glue.shutdown().await;
-        manager.abort();
-        let _ = manager.await;
-        tokio::join!(opamp.shutdown(), async {
-            if let Some(plugins) = plugins {
-                plugins.shutdown().await;
-            }
-        });
-    };
-    if tokio::time::timeout(SHUTDOWN_BUDGET, stop_all)
-        .await
-        .is_err()
-    {
-        warn!(budget = ?SHUTDOWN_BUDGET, "shutdown took too long; exiting anyway");
+        result = &mut interrupted => return result.context("cannot wait for signals").map_err(CliError::Runtime),
     }
-    outcome
+    interrupted
+        .await
         .context("cannot wait for signals")
         .map_err(CliError::Runtime)
 }

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     opamp::{kv, post},
-    support::{apiserver::ApiServer, kubelet::Kubelet, opamp::Target},
+    ops::get,
+    support::{apiserver::ApiServer, kubelet::Kubelet, opamp::Target, privileges::privileged},
 };
 
 const ODIGLET: &str = env!("CARGO_BIN_EXE_odiglet");
@@ -86,8 +87,9 @@ fn run_requires_the_node_env_and_exits_64_with_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-ip"));
 }
 
-/// The daemon against both stand-ins: unknown Odigos flags accepted, ready once the watches
-/// synced, device plugin registered, OpAMP serving the container's InstrumentationConfig and
+/// The daemon against both stand-ins: unknown Odigos flags accepted; alive but not ready
+/// while the API server is down, ready once the watches synced (and, as root, the eBPF
+/// programs loaded); device plugin registered, OpAMP serving the container's InstrumentationConfig and
 /// writing the agent's InstrumentationInstance; SIGTERM → exit 0 within 10 s, empty device
 /// lists sent, every socket removed.
 #[test]
@@ -127,6 +129,8 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         ),
     );
 
+    let ebpf = privileged("run_against_the_stand_ins_reaches_ready_and_stops_cleanly (eBPF part)");
+    api.lock().unavailable = true;
     let log = tmp.path().join("odiglet.log");
     let mut cmd = base_command(&kubeconfig);
     cmd.args([
@@ -143,6 +147,9 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
     .arg(exchange.join("exchange.sock"))
     .arg("--cgroup-root")
     .arg(tmp.path().join("cgroup"))
+    // The socket programs attach to the host cgroup root, which the go_http tests use.
+    .arg("--no-propagation")
+    .args(if ebpf { &[][..] } else { &["--no-ebpf"][..] })
     // What Odigos' chart may pass: an enterprise flag, a bare one, an unknown one.
     .args([
         "--trace-id-suffix",
@@ -163,13 +170,44 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
             }
         }
     });
-    let ready_line = lines.recv_timeout(WAIT * 2).expect("a ready line");
-    let ready: Value = serde_json::from_str(&ready_line).expect("ready JSON");
+    let next_line = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(WAIT * 2)
+            .unwrap_or_else(|_| panic!("no {what} line"));
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{what} line is not JSON ({e}): {line}"))
+    };
+    // Started, but the API server is down: alive, not ready, and says why.
+    let started = next_line("started");
+    assert_eq!(started["ready"], false, "{started}");
+    let addr = |key: &str| -> std::net::SocketAddr {
+        started[key]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} address in {started}"))
+    };
+    let (opamp, health) = (addr("opamp"), addr("health"));
+    assert_eq!(get(health, "/healthz").status, 200);
+    let not_ready = get(health, "/readyz");
+    assert_eq!(not_ready.status, 503);
+    let reasons = String::from_utf8_lossy(&not_ready.body).into_owned();
+    assert!(
+        reasons.contains("[-]kubernetes-watches-synced"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("[+]opamp-listener"), "{reasons}");
+    if ebpf {
+        assert!(reasons.contains("[+]ebpf-programs-loaded"), "{reasons}");
+    }
+    // The API server comes back: the watches sync and the daemon turns ready.
+    api.lock().unavailable = false;
+    let ready = next_line("ready");
     assert_eq!(ready["ready"], true, "{ready}");
-    let opamp: std::net::SocketAddr = ready["opamp"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .expect("OpAMP address");
+    assert_eq!(get(health, "/readyz").status, 200);
+    let instrumentations = get(health, "/v1/instrumentations");
+    assert_eq!(instrumentations.status, 200);
+    let listed: Value = serde_json::from_slice(&instrumentations.body).expect("JSON");
+    assert!(listed.is_array(), "{listed}");
     assert_eq!(sockets(&exchange), ["exchange.sock"]);
 
     // The device plugin registered every default resource with the kubelet.

@@ -12,7 +12,7 @@
 //! - POST, PUT, DELETE; PUT and JSON merge PATCH of `/status` (status only), optimistic
 //!   concurrency on `metadata.resourceVersion` (409), and injectable conflicts.
 //!
-//! Every request is logged as `METHOD path[?query]`. Tests change objects with
+//! Every request is logged as `METHOD path[?query]`; `unavailable` answers 503 to everything. Tests change objects with
 //! [`ApiServer::apply`] / [`ApiServer::remove`], which watches see like any client write.
 
 mod store;
@@ -51,6 +51,8 @@ pub struct State {
     pub log: Vec<String>,
     /// The next N status writes conflict, as if another writer got there first.
     pub conflicts_to_inject: usize,
+    /// Every request gets 503, as from an API server that is down or overloaded.
+    pub unavailable: bool,
     changes: broadcast::Sender<Change>,
 }
 
@@ -141,6 +143,7 @@ impl ApiServer {
             objects: Objects::default(),
             log: Vec::new(),
             conflicts_to_inject: 0,
+            unavailable: false,
             changes,
         }));
         let server = Self {
@@ -293,6 +296,13 @@ async fn handle(
     } else {
         format!("{method} {path}?{query}")
     });
+    if st.unavailable {
+        return Ok(failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ));
+    }
     let Some(Route {
         resource,
         namespace,
