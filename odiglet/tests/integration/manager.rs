@@ -72,7 +72,7 @@ fn status(handle: &ManagerHandle, pid: u32) -> Option<ProcessStatus> {
     handle.snapshot().into_iter().find(|s| s.pid == pid)
 }
 
-fn spans_of(receiver: &OtlpReceiver, pid: u32) -> Vec<ReceivedSpan> {
+pub(crate) fn spans_of(receiver: &OtlpReceiver, pid: u32) -> Vec<ReceivedSpan> {
     receiver
         .spans()
         .into_iter()
@@ -81,7 +81,12 @@ fn spans_of(receiver: &OtlpReceiver, pid: u32) -> Vec<ReceivedSpan> {
 }
 
 /// Sends `n` requests and waits until `pid` exported `n` more server spans.
-async fn spans_flow(receiver: &OtlpReceiver, pid: u32, port: u16, n: usize) -> Vec<ReceivedSpan> {
+pub(crate) async fn spans_flow(
+    receiver: &OtlpReceiver,
+    pid: u32,
+    port: u16,
+    n: usize,
+) -> Vec<ReceivedSpan> {
     let before = spans_of(receiver, pid).len();
     for _ in 0..n {
         assert_eq!(get(port, "/hello", &[]), 201);
@@ -102,7 +107,7 @@ async fn spans_flow(receiver: &OtlpReceiver, pid: u32, port: u16, n: usize) -> V
 }
 
 /// Sends requests and asserts no span of `pid` arrives.
-async fn no_spans(receiver: &OtlpReceiver, pid: u32, port: u16, why: &str) {
+pub(crate) async fn no_spans(receiver: &OtlpReceiver, pid: u32, port: u16, why: &str) {
     let before = spans_of(receiver, pid).len();
     for _ in 0..3 {
         assert_eq!(get(port, "/hello", &[]), 201);

@@ -3,6 +3,7 @@
 //! once then merged, and `odiglet run` as a child process.
 
 mod detection;
+mod end_to_end;
 mod run;
 mod watches;
 
