@@ -7,8 +7,10 @@
 //! ```text
 //! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
 //!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
-//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry
+//! manager: composes the chain above per container (ManagerRequest in, instances out)
+//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP),
+//!               ops (health port: healthz, readyz, metrics, status)
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry, metrics
 //! cli: one module per subcommand, the only place that composes the others
 //! ```
 //! Modules own one job each and data flows one way through bounded channels: upstream
