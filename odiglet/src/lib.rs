@@ -7,10 +7,12 @@
 //! ```text
 //! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
 //!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
-//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
+//! manager: composes the chain above per container (ManagerRequest in, instances out)
+//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP),
+//!               ops (health port: healthz, readyz, metrics, status)
 //! k8s: watches (pods of this node, InstrumentationConfigs) → manager requests, OpAMP config,
 //!      runtime-detection status writes
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry, metrics
 //! cli: one module per subcommand, the only place that composes the others
 //! ```
 //! Modules own one job each and data flows one way through bounded channels: upstream

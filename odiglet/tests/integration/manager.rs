@@ -31,6 +31,8 @@ use crate::{
 
 const POD_UID: &str = "3c2b1a09-dddd-eeee-ffff-0123456789ab";
 const CONTAINER_ID: &str = "5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b";
+/// A Go program without net/http.
+const PLAIN_GO: &str = "package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(time.Hour) }\n";
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Time given to spans that should not come: well above the exporter's batch interval.
 const QUIET: Duration = Duration::from_millis(1500);
@@ -238,6 +240,10 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
     cgroup.scope().add(pid_a);
     let sleeper = ChildGuard::spawn("sleep", Command::new("/bin/sleep").arg("120"));
     cgroup.scope().add(sleeper.pid());
+    // A Go process without any library we instrument: reported, unhealthy, never attached.
+    let plain = build::go_std_program("gosleep", "full", &go, PLAIN_GO, &[]);
+    let plain = ChildGuard::spawn("plain go", &mut Command::new(&plain));
+    cgroup.scope().add(plain.pid());
 
     requests
         .send(ManagerRequest::Apply(target(TracesConfig::default())))
@@ -258,6 +264,24 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         "a non-Go process is not instrumented"
     );
     assert!(handle.stats().skipped_not_go_total >= 1);
+    eventually("plain Go process reported", || {
+        status(&handle, plain.pid())
+            .is_some_and(|s| s.state == InstanceReason::FailedToInitialize && s.error.is_some())
+    })
+    .await;
+    eventually("failure reported", || {
+        !upserts(&sink, plain.pid()).is_empty()
+    })
+    .await;
+    assert_eq!(
+        upserts(&sink, plain.pid())[0],
+        (
+            format!("{}-{}", key().pod, plain.pid()),
+            false,
+            "FailedToInitialize".to_owned()
+        )
+    );
+    assert!(!handle.probe_state(plain.pid()).0);
     eventually("instance reported", || !upserts(&sink, pid_a).is_empty()).await;
     assert_eq!(
         upserts(&sink, pid_a)[0],
@@ -310,6 +334,14 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         assert!(Instant::now() < deadline, "spans exported: {exported}");
         sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        value(
+            &busy,
+            "odigos_ebpf_instrumentation_manager_failed_instrumentations_total",
+            &instrumented
+        ),
+        Some(1.0)
+    );
     let listed = tokio::task::spawn_blocking({
         let addr = ops.addr;
         move || crate::ops::get(addr, "/v1/instrumentations")
@@ -317,8 +349,19 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
     .await
     .unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
-    assert_eq!(listed[0]["pid"], pid_a);
-    assert_eq!(listed[0]["state"], "LoadedSuccessfully");
+    let listed_a = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid_a)
+        .unwrap();
+    assert_eq!(listed_a["state"], "LoadedSuccessfully");
+    assert_eq!(listed_a["instance"], format!("{}-{pid_a}", key().pod));
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "a and the plain Go process"
+    );
 
     // net/http disabled: no spans, no re-attach; enabled again: spans resume.
     let attached = handle.stats().attached_total;
@@ -374,10 +417,9 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         .await
         .unwrap();
     eventually("traces off", || {
-        handle
-            .snapshot()
+        [pid_a, pid_b]
             .iter()
-            .all(|s| s.enabled_libraries.is_empty())
+            .all(|pid| status(&handle, *pid).is_some_and(|s| s.enabled_libraries.is_empty()))
     })
     .await;
     no_spans(&receiver, pid_a, port_a, "traces off").await;
@@ -388,10 +430,9 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         .await
         .unwrap();
     eventually("traces on", || {
-        handle
-            .snapshot()
+        [pid_a, pid_b]
             .iter()
-            .all(|s| !s.enabled_libraries.is_empty())
+            .all(|pid| status(&handle, *pid).is_some_and(|s| !s.enabled_libraries.is_empty()))
     })
     .await;
     spans_flow(&receiver, pid_a, port_a, 1).await;
@@ -410,6 +451,7 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         status(&handle, pid_a).is_none() && deleted(&sink, pid_a)
     })
     .await;
+    assert!(deleted(&sink, plain.pid()) && handle.snapshot().is_empty());
     assert_eq!(handle.probe_state(pid_a), (false, 0));
     no_spans(&receiver, pid_a, port_a, "removed").await;
     let stats = handle.stats();
@@ -429,5 +471,5 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
     ops.shutdown().await;
     let totals = manager.shutdown().await;
     assert_eq!(totals.probes.ringbuf_full, 0);
-    drop((service_a, sleeper));
+    drop((service_a, sleeper, plain));
 }
