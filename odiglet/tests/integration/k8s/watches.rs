@@ -1,7 +1,7 @@
 //! Pods and InstrumentationConfigs changing in the API server → exactly the manager requests
 //! and OpAMP config changes they imply.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use odiglet::{
     k8s::{Glue, GlueConfig},
@@ -195,6 +195,84 @@ async fn watches_drive_manager_requests_and_opamp_config() {
             .iter()
             .any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")),
         "{pod_requests:?}"
+    );
+    glue.shutdown().await;
+}
+
+/// The API server goes away and comes back with its history compacted: the watches' resume
+/// gets 410 Gone, kube-runtime re-lists, and the glue converges on the new state (a Remove for
+/// the pod that went away meanwhile, an Apply for the one that appeared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_recover_from_an_api_server_outage_with_a_relist() {
+    let api = ApiServer::start().await;
+    api.apply("instrumentationconfigs", web_config(go_container("app")));
+    api.apply("pods", web_pod("containerd://c1", true));
+    let (requests, mut rx) = mpsc::channel(16);
+    let glue = Glue::start(
+        &api.client(),
+        GlueConfig {
+            node_name: NODE.into(),
+            requests,
+            opamp: None,
+            detection: None,
+        },
+    );
+    assert!(matches!(
+        next_request(&mut rx, "Apply for the first pod").await,
+        ManagerRequest::Apply(t) if t.key.pod == WEB_POD
+    ));
+    let lists_before = api
+        .requests("GET /api/v1/pods?")
+        .iter()
+        .filter(|r| !r.contains("watch=true"))
+        .count();
+
+    // Outage: watches cut, requests refused, and changes the watches will not replay.
+    {
+        let mut state = api.lock();
+        state.unavailable = true;
+        state.objects.history_limit = 1;
+    }
+    api.drop_watches();
+    api.remove("pods", "shop", WEB_POD);
+    api.apply(
+        "pods",
+        pod(
+            "web-5d8f9c-ccccc",
+            NODE,
+            "web-5d8f9c",
+            &[("app", Some("containerd://c9"), true)],
+        ),
+    );
+    api.apply(
+        "pods",
+        pod("filler-1-aaaaa", NODE, "filler-1", &[("x", None, false)]),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.lock().unavailable = false;
+
+    let mut got = vec![
+        next_request(&mut rx, "first request after the outage").await,
+        next_request(&mut rx, "second request after the outage").await,
+    ];
+    got.sort_by_key(|r| matches!(r, ManagerRequest::Remove(_)));
+    assert!(
+        matches!(&got[0], ManagerRequest::Apply(t) if t.key.pod == "web-5d8f9c-ccccc"),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[1], ManagerRequest::Remove(k) if k.pod == WEB_POD),
+        "{got:?}"
+    );
+    no_request(&mut rx, "convergence").await;
+    let lists_after = api
+        .requests("GET /api/v1/pods?")
+        .iter()
+        .filter(|r| !r.contains("watch=true"))
+        .count();
+    assert!(
+        lists_after > lists_before,
+        "pods were re-listed after 410 Gone"
     );
     glue.shutdown().await;
 }

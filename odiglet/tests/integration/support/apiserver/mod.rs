@@ -35,7 +35,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use self::store::{Change, EventType};
 use self::store::{Objects, Query, Selector, WriteError, api_version_kind, merge_patch};
@@ -54,6 +54,8 @@ pub struct State {
     /// Every request gets 503, as from an API server that is down or overloaded.
     pub unavailable: bool,
     changes: broadcast::Sender<Change>,
+    /// Bumped to end every open watch, as an API server restart does.
+    disconnects: watch::Sender<u64>,
 }
 
 #[derive(Clone)]
@@ -145,6 +147,7 @@ impl ApiServer {
             conflicts_to_inject: 0,
             unavailable: false,
             changes,
+            disconnects: watch::channel(0).0,
         }));
         let server = Self {
             addr,
@@ -197,6 +200,11 @@ impl ApiServer {
         let change = state.objects.store(resource, object).expect("valid object");
         let _ = state.changes.send(change.clone());
         change.version
+    }
+
+    /// Ends every open watch stream (clients resume from their last resource version).
+    pub fn drop_watches(&self) {
+        self.lock().disconnects.send_modify(|n| *n += 1);
     }
 
     /// Deletes an object, visible to watches.
@@ -502,6 +510,7 @@ fn watch(st: &mut State, resource: &str, query: Query, raw_query: &str) -> Respo
     }
     // Subscribed under the lock: nothing falls between the backlog and the live feed.
     let mut live = st.changes.subscribe();
+    let mut disconnect = st.disconnects.subscribe();
     let mut last_version = st.objects.version;
     let resource = resource.to_owned();
     tokio::spawn(async move {
@@ -538,6 +547,7 @@ fn watch(st: &mut State, resource: &str, query: Query, raw_query: &str) -> Respo
                     "metadata": {"resourceVersion": last_version.to_string()}})),
                 () = &mut deadline => return,
                 () = tx.closed() => return,
+                _ = disconnect.changed() => return,
             };
             if tx.send(line).await.is_err() {
                 return;

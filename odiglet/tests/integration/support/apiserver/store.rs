@@ -57,12 +57,24 @@ pub enum WriteError {
     Invalid(String),
 }
 
-#[derive(Default)]
 pub struct Objects {
     /// resource plural → (namespace, name) → object.
     pub by_resource: BTreeMap<String, BTreeMap<(String, String), Value>>,
     pub version: u64,
+    /// Changes kept; a test lowers it to make resuming watches fail with 410.
+    pub history_limit: usize,
     history: VecDeque<Change>,
+}
+
+impl Default for Objects {
+    fn default() -> Self {
+        Self {
+            by_resource: BTreeMap::new(),
+            version: 0,
+            history_limit: HISTORY,
+            history: VecDeque::new(),
+        }
+    }
 }
 
 fn key(namespace: &str, name: &str) -> (String, String) {
@@ -91,7 +103,7 @@ impl Objects {
     }
 
     fn record(&mut self, change: Change) -> Change {
-        if self.history.len() == HISTORY {
+        while self.history.len() >= self.history_limit.max(1) {
             self.history.pop_front();
         }
         self.history.push_back(change.clone());
