@@ -104,7 +104,8 @@ impl ServedConfig {
         })
     }
 
-    fn matching(&self, id: &AgentIdentity) -> Option<&Override> {
+    /// The first override for this agent's container.
+    pub fn matching(&self, id: &AgentIdentity) -> Option<&Override> {
         self.overrides.iter().find(|o| {
             o.namespace == id.namespace
                 && o.pod.as_ref().is_none_or(|p| *p == id.pod)

@@ -253,6 +253,9 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         sdk.contains(r#""k8s.deployment.name","value":"web""#),
         "{sdk}"
     );
+    let agents: Value = serde_json::from_slice(&get(health, "/v1/agents").body).expect("agents");
+    assert_eq!(agents[0]["service_name"], "web", "{agents}");
+    assert_eq!(agents[0]["container"], "py", "{agents}");
     let deadline = Instant::now() + WAIT;
     while api.instance("shop", &format!("{WEB_POD}-11")).is_none() {
         assert!(

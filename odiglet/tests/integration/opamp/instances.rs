@@ -143,8 +143,10 @@ fn instrumentation_instances_through_kube() {
         ..Default::default()
     });
     post(Target::Tcp(addr), &msg);
+    // Created first, then its status written: wait for both.
     let obj = wait_for("instance written by the worker", SECS_5, || {
         api.instance("ns-raw", "web-7d4b9c8f6-aaaaa-11")
+            .filter(|o| !o["status"].is_null())
     });
     assert_eq!(
         obj["status"]["identifyingAttributes"][1]["value"],
