@@ -4,8 +4,9 @@
 //!   only; the channel is bounded, so a slow manager slows the loop, never memory);
 //! - rebuilds the OpAMP served config (cluster mode);
 //! - queues runtime detection (odigos.md §4.1): once for every ready pod after the first
-//!   complete list (the start-up scan), for a pod whose containers all became ready, and for
-//!   a newly created InstrumentationConfig without runtime details.
+//!   complete list (the start-up scan), for a pod whose containers all became ready (or were
+//!   replaced by restarted, ready ones), and for a newly created InstrumentationConfig
+//!   without runtime details.
 //!
 //! `synced` turns true once the first pass over complete lists is done (readiness).
 
@@ -21,7 +22,7 @@ use tracing::{debug, info};
 use super::{
     detection::{DetectionJob, DetectionQueue, PodSnapshot},
     served::served_config,
-    targets::{self, config_of},
+    targets::{self, config_of, container_id},
     watch::Stores,
 };
 use crate::{
@@ -53,12 +54,17 @@ fn pod_key(pod: &Pod) -> Option<(String, String)> {
     Some((pod.metadata.namespace.clone()?, pod.metadata.name.clone()?))
 }
 
+/// A ready pod's uid and container ids.
+type ReadyPod = (String, Vec<Option<String>>);
+
 /// What the loop remembers between passes.
 #[derive(Default)]
 struct Memory {
     targets: BTreeMap<ContainerKey, ContainerTarget>,
-    /// Pods seen all-ready last pass, by (namespace, name) → uid.
-    ready: HashMap<(String, String), String>,
+    /// Pods seen all-ready last pass, by (namespace, name) → what makes them "the same
+    /// ready pod": uid and container ids (a restarted container, even one whose not-ready
+    /// moment fell between two passes, counts as becoming ready again).
+    ready: HashMap<(String, String), ReadyPod>,
     /// InstrumentationConfigs seen, by (namespace, name).
     configs: HashSet<(String, String)>,
 }
@@ -126,9 +132,13 @@ async fn pass(stores: &Stores, outputs: &Outputs, memory: &mut Memory, first: bo
         let (Some(key), true) = (pod_key(pod), all_ready(pod)) else {
             continue;
         };
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let newly_ready = memory.ready.get(&key) != Some(&uid);
-        ready_now.insert(key, uid);
+        let containers = pod.spec.iter().flat_map(|s| &s.containers);
+        let identity = (
+            pod.metadata.uid.clone().unwrap_or_default(),
+            containers.map(|c| container_id(pod, &c.name)).collect(),
+        );
+        let newly_ready = memory.ready.get(&key) != Some(&identity);
+        ready_now.insert(key, identity);
         if let Some((workload, _)) = config_of(pod, &index)
             && (first || newly_ready)
         {
