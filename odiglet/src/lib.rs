@@ -8,7 +8,8 @@
 //! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
 //!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
 //! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry,
+//! agents_dir (`odiglet init`: installs the agents into the host directory pods mount)
 //! cli: one module per subcommand, the only place that composes the others
 //! ```
 //! Modules own one job each and data flows one way through bounded channels: upstream
@@ -17,6 +18,7 @@
 // Unsafe code is denied; the single exception (tokio fd registration, `ring`) says why.
 #![deny(unsafe_code)]
 
+pub mod agents_dir;
 pub mod cli;
 pub mod device_plugin;
 pub mod ebpf_objects;

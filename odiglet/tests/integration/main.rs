@@ -4,7 +4,9 @@
 
 mod support;
 
+mod agents_dir;
 mod cli;
+mod deploy;
 mod device_plugin;
 mod export;
 mod go_http;
