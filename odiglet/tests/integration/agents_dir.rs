@@ -36,6 +36,7 @@ fn init(source: &Path, target: &Path) -> Output {
         .arg("--target")
         .arg(target)
         .arg("--json")
+        .env_remove("NODE_NAME")
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -51,8 +52,14 @@ fn init_report(source: &Path, target: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON report ({e}): {stdout}"))
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON report ({e}): {stdout}"));
+    assert_eq!(
+        report["node"],
+        Value::Null,
+        "no node set-up without a node name"
+    );
+    report["agents"].clone()
 }
 
 /// A child that holds `path` open (as its stdin) until dropped.

@@ -214,6 +214,11 @@ fn init_moves_the_agents_from_the_image_to_the_directory_pods_mount() {
         args[at + 1].clone()
     };
     assert_eq!(flag("--source"), image.agents_dir);
+    assert_eq!(
+        env(init, "NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName",
+        "init labels its own node"
+    );
     assert_eq!(default_of("init", "source"), image.agents_dir);
     let target = flag("--target");
     assert_eq!(default_of("init", "target"), target);

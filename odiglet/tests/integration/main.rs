@@ -12,5 +12,6 @@ mod export;
 mod go_http;
 mod goelf;
 mod inspect;
+mod node_setup;
 mod opamp;
 mod process_lifecycle;
