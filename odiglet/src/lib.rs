@@ -8,7 +8,9 @@
 //! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
 //!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
 //! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry,
+//! agents_dir and node_setup (`odiglet init`: the agents into the host directory pods mount,
+//! the node labelled and its start-up taint lifted)
 //! cli: one module per subcommand, the only place that composes the others
 //! ```
 //! Modules own one job each and data flows one way through bounded channels: upstream
@@ -17,6 +19,7 @@
 // Unsafe code is denied; the single exception (tokio fd registration, `ring`) says why.
 #![deny(unsafe_code)]
 
+pub mod agents_dir;
 pub mod cli;
 pub mod device_plugin;
 pub mod ebpf_objects;
@@ -25,6 +28,7 @@ pub mod goelf;
 pub mod inspect;
 pub mod instrument;
 pub mod manager;
+pub mod node_setup;
 pub mod opamp;
 pub mod pipeline;
 pub mod process;

@@ -2,6 +2,7 @@
 //! module's configuration, validates it once, and runs.
 
 mod device_plugin;
+mod init;
 mod inspect;
 mod opamp_server;
 mod output;
@@ -41,6 +42,8 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Run only the OpAMP server for native agents (standalone unless wired into `run`).
     OpampServer(opamp_server::OpampServerArgs),
+    /// Install or update the agents in the host directory pods mount (the init container).
+    Init(init::InitArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -64,6 +67,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::DevicePlugin(args) => device_plugin::execute(args),
         Command::Trace(args) => trace::execute(args),
         Command::OpampServer(args) => opamp_server::execute(args),
+        Command::Init(args) => init::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,11 +4,14 @@
 
 mod support;
 
+mod agents_dir;
 mod cli;
+mod deploy;
 mod device_plugin;
 mod export;
 mod go_http;
 mod goelf;
 mod inspect;
+mod node_setup;
 mod opamp;
 mod process_lifecycle;
