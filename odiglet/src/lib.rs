@@ -12,7 +12,9 @@
 //!               ops (health port: healthz, readyz, metrics, status)
 //! k8s: watches (pods of this node, InstrumentationConfigs) → manager requests, OpAMP config,
 //!      runtime-detection status writes
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry, metrics
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry, metrics,
+//! agents_dir and node_setup (`odiglet init`: the agents into the host directory pods mount,
+//! the node labelled and its start-up taint lifted)
 //! cli: one module per subcommand, the only place that composes the others
 //! ```
 //! Modules own one job each and data flows one way through bounded channels: upstream
@@ -21,6 +23,7 @@
 // Unsafe code is denied; the single exception (tokio fd registration, `ring`) says why.
 #![deny(unsafe_code)]
 
+pub mod agents_dir;
 pub mod cli;
 pub mod device_plugin;
 pub mod ebpf_objects;
@@ -31,6 +34,7 @@ pub mod instrument;
 pub mod k8s;
 pub mod manager;
 pub mod metrics;
+pub mod node_setup;
 pub mod opamp;
 pub mod ops;
 pub mod pipeline;

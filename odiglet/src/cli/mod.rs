@@ -2,6 +2,7 @@
 //! module's configuration, validates it once, and runs.
 
 mod device_plugin;
+mod init;
 mod inspect;
 mod opamp_server;
 mod output;
@@ -45,6 +46,8 @@ pub enum Command {
     /// Run the node agent: device plugin, OpAMP server, Kubernetes watches, runtime detection
     /// and eBPF instrumentation, until SIGTERM.
     Run(Box<run::RunArgs>),
+    /// Install or update the agents in the host directory pods mount (the init container).
+    Init(init::InitArgs),
 }
 
 /// Why a subcommand failed: invalid configuration (exit 64) or a runtime failure (exit 1).
@@ -69,6 +72,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Trace(args) => trace::execute(args),
         Command::OpampServer(args) => opamp_server::execute(args),
         Command::Run(args) => run::execute(*args),
+        Command::Init(args) => init::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -117,6 +117,10 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         anyhow::bail!("none of the given processes could be instrumented");
     }
     let wanted = args.exe.as_deref().map(file_identity).transpose()?;
+    if let Some(exe) = &args.exe {
+        // The lifecycle probe is attached: from here every exec of the executable is seen.
+        info!(exe = %exe.display(), "watching for processes of the executable");
+    }
     let result = tracer.run(watcher, wanted).await;
 
     tracer.detach_all();

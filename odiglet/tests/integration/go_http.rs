@@ -446,10 +446,74 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
     probes.enable_propagation(&cgroup2).expect("idempotent");
 }
 
+/// odiglet as a child process, killed if the test fails midway.
+struct Odiglet(std::process::Child);
+
+impl Drop for Odiglet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// odiglet's log lines (stderr), read on a thread so the test can wait with deadlines.
+struct LogLines(std::sync::mpsc::Receiver<String>);
+
+impl LogLines {
+    fn new(odiglet: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self(rx)
+    }
+
+    /// Waits for a line that `wanted` accepts; returns it.
+    fn wait_until(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + SPAN_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .0
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("odiglet logged no {what}"));
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        self.wait_until(text, |line| line.contains(text))
+    }
+
+    /// With `--log-format json`: waits for `message` logged with field `pid`.
+    fn wait_for_pid(&self, message: &str, pid: u32) {
+        self.wait_until(&format!("{message} (pid {pid})"), |line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v["fields"]["message"] == message && v["fields"]["pid"] == pid)
+        });
+    }
+}
+
+/// Waits until `odiglet` exits by itself; returns its status.
+async fn exit_status(odiglet: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + SPAN_DEADLINE;
+    loop {
+        if let Some(status) = odiglet.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_process() {
-    use std::io::BufRead;
-
     use crate::support::otlp::{OtlpReceiver, attribute};
 
     if !privileged("trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_process") {
@@ -461,7 +525,7 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
     let (service, port) = start_service(&go, false);
     let receiver = OtlpReceiver::start().await;
     let _turn = PROPAGATION.lock().await;
-    let mut odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
+    let odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
         .args([
             "trace",
             "--pid",
@@ -473,21 +537,9 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let attached = std::time::Instant::now() + SPAN_DEADLINE;
-    loop {
-        let left = attached.saturating_duration_since(std::time::Instant::now());
-        let line = rx.recv_timeout(left).expect("odiglet attaches");
-        if line.contains("attached Go probes") {
-            break;
-        }
-    }
+    let mut odiglet = Odiglet(odiglet);
+    let log = LogLines::new(&mut odiglet.0);
+    log.wait_for("attached Go probes");
 
     assert_eq!(get(port, "/call", &[]), 201);
     let spans = receiver.wait_for_spans(3).await;
@@ -531,13 +583,76 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
 
     // The traced process exits: odiglet detaches, flushes and stops by itself.
     drop(service);
-    let deadline = std::time::Instant::now() + SPAN_DEADLINE;
-    let status = loop {
-        if let Some(status) = odiglet.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let status = exit_status(&mut odiglet.0).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_exe_instruments_processes_that_start_later() {
+    use crate::support::otlp::{OtlpReceiver, attribute};
+
+    if !privileged("trace_exe_instruments_processes_that_start_later") {
+        return;
+    }
+    let Some((_, go)) = build::go_toolchains("go_http").pop() else {
+        return;
     };
+    let binary = build::go_std_program("gohttp", "full", &go, SERVICE, &[]);
+    let receiver = OtlpReceiver::start().await;
+    let _turn = PROPAGATION.lock().await;
+    let odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
+        .args([
+            "--log-format",
+            "json",
+            "trace",
+            "--service-name",
+            "late-starter",
+            "--exe",
+        ])
+        .arg(&binary)
+        .arg("--otlp-endpoint")
+        .arg(receiver.endpoint())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut odiglet = Odiglet(odiglet);
+    let log = LogLines::new(&mut odiglet.0);
+    log.wait_for("watching for processes of the executable");
+
+    // Two processes of the executable, one after the other, each started after odiglet.
+    for round in 0..2 {
+        let (service, port) = start_service(&go, false);
+        log.wait_for_pid("attached Go probes", service.pid());
+        let pid = service.pid().to_string();
+        let path = "/hello";
+        assert_eq!(get(port, path, &[]), 201);
+        let spans = receiver.wait_for_spans(round + 1).await;
+        let span = spans
+            .iter()
+            .find(|s| attribute(&s.resource, "process.pid").as_deref() == Some(pid.as_str()))
+            .unwrap_or_else(|| panic!("no span of pid {pid} in {spans:#?}"));
+        assert_eq!(span.span.name, "GET /hello");
+        assert_eq!(span.span.kind, 2, "a server span");
+        assert_eq!(
+            attribute(&span.resource, "service.name").as_deref(),
+            Some("late-starter")
+        );
+        assert_eq!(
+            attribute(&span.span.attributes, "url.path").as_deref(),
+            Some(path)
+        );
+        let exited = service.pid();
+        drop(service);
+        log.wait_for_pid("traced process exited; detached", exited);
+    }
+
+    // With --exe, odiglet waits for more processes until interrupted, then flushes and exits.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(odiglet.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = exit_status(&mut odiglet.0).await;
     assert!(status.success(), "{status}");
 }

@@ -4,7 +4,9 @@
 
 mod support;
 
+mod agents_dir;
 mod cli;
+mod deploy;
 mod device_plugin;
 mod export;
 mod go_http;
@@ -12,6 +14,7 @@ mod goelf;
 mod inspect;
 mod k8s;
 mod manager;
+mod node_setup;
 mod opamp;
 mod ops;
 mod process_lifecycle;

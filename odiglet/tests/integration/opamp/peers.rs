@@ -315,3 +315,170 @@ fn elastic_node_client_retry_after() {
     );
     assert!(server.agent("retry-pod").is_none());
 }
+
+/// T2 end to end, as on a node: `odiglet device-plugin` registers with the kubelet stand-in,
+/// which admits a pod and hands its container a Python device (and its env); the 2024 agent
+/// runs with that device id, and `odiglet opamp-server --kubelet-dir` resolves it through
+/// kubelet's real pod-resources socket to the pod, namespace and container.
+#[test]
+fn legacy_device_id_resolved_through_kubelet_pod_resources() {
+    use crate::support::{guards::ChildGuard, kubelet::Kubelet};
+
+    const PYTHON: &str = "instrumentation.odigos.io/python-native-community";
+    let Some(dir) = peer(
+        "odigos-python-1.0.12",
+        "legacy_device_id_resolved_through_kubelet_pod_resources",
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubelet_dir = tmp.path().join("kubelet");
+    let agents = tmp.path().join("odigos");
+    std::fs::create_dir_all(agents.join("python")).expect("agents dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _in_runtime = rt.enter();
+    let kubelet = Kubelet::start(&kubelet_dir);
+    let _plugin = ChildGuard::spawn(
+        "odiglet device-plugin",
+        Command::new(env!("CARGO_BIN_EXE_odiglet"))
+            .arg("device-plugin")
+            .arg("--kubelet-dir")
+            .arg(&kubelet_dir)
+            .arg("--agents-dir")
+            .arg(&agents)
+            .args(["--node-ip", "127.0.0.1"]),
+    );
+    rt.block_on(
+        kubelet.wait_until("the Python resource registered", SECS_30, |s| {
+            s.resources
+                .get(PYTHON)
+                .is_some_and(|v| !v.stopped && !v.healthy.is_empty())
+        }),
+    );
+    let pod = "legacy-7d4b9c8f6-kb01x";
+    let admitted = rt
+        .block_on(kubelet.admit(&format!("ns-kubelet/{pod}"), &[("web", PYTHON, 1)]))
+        .expect("admitted");
+    let env = &admitted["web"].envs;
+    let device_id = env["ODIGOS_INSTRUMENTATION_DEVICE_ID"].clone();
+    assert_eq!(env["ODIGOS_OPAMP_SERVER_HOST"], "127.0.0.1:4320");
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odiglet"));
+    cmd.args(["opamp-server", "--listen", "127.0.0.1:0"])
+        .args(["--status-listen", "127.0.0.1:0", "--require-device-id"])
+        .args(["--standalone", "--node-name", "node-1"])
+        .arg("--unix-socket")
+        .arg(tmp.path().join("exchange.sock"))
+        .arg("--kubelet-dir")
+        .arg(&kubelet_dir);
+    let mut server = PeerProcess::spawn(cmd);
+    let ready = server.expect_event_key("opamp", SECS_5);
+    let opamp = ready["opamp"].as_str().expect("address").to_owned();
+
+    // The container's env as kubelet injected it; only the port is the test server's.
+    let mut cmd = python(&dir, "odigos_legacy.py");
+    cmd.env("ODIGOS_INSTRUMENTATION_DEVICE_ID", &device_id)
+        .env("ODIGOS_OPAMP_SERVER_HOST", &opamp)
+        .env("OTEL_TRACES_EXPORTER", "otlp_proto_http")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env("OTEL_LOGS_EXPORTER", "none");
+    let mut agent = PeerProcess::spawn(cmd);
+    let resource = agent.expect_event_key("resource", SECS_30);
+    for (key, value) in [
+        ("k8s.namespace.name", "ns-kubelet"),
+        ("k8s.pod.name", pod),
+        ("k8s.container.name", "web"),
+        ("k8s.deployment.name", "legacy"),
+        ("service.name", "legacy"),
+    ] {
+        assert_eq!(resource["resource"][key], value, "{key} in {resource}");
+    }
+    assert!(agent.wait_exit(SECS_20).success());
+    drop(kubelet);
+}
+
+/// T8: a node's worth of Elastic clients in one Node process register at once, heartbeat
+/// without a rejected reply, re-register after a server restart (all state lost), and are
+/// swept once they stop (Elastic's client sends no agent_disconnect). Speed and memory are
+/// measured in benches/opamp.rs, not here.
+#[test]
+fn elastic_client_storm_registers_survives_restart_and_disconnects() {
+    const CLIENTS: usize = 300;
+    let Some(dir) = peer(
+        "elastic-opamp-node",
+        "elastic_client_storm_registers_survives_restart_and_disconnects",
+    ) else {
+        return;
+    };
+    let mut server = TestServer::start(Limits::default(), &[]);
+    // Heartbeats every second from 300 clients on a loaded CI machine: do not sweep agents
+    // whose heartbeat is merely late, but sweep the stopped ones within the test.
+    server.config.stale_after = Duration::from_secs(8);
+    server.restart();
+    let mut cmd = Command::new("node");
+    cmd.arg(script("elastic_storm.js"))
+        .arg(format!("http://{}/v1/opamp", server.addr()))
+        .arg(CLIENTS.to_string())
+        .arg("1")
+        .env("NODE_PATH", dir.join("node_modules"));
+    let mut storm = PeerProcess::spawn(cmd);
+    storm.expect_event("configured", SECS_30);
+    let agents = wait_for("every client registered", SECS_30, || {
+        let agents = server.agents();
+        (agents.len() == CLIENTS).then_some(agents)
+    });
+    let pods: std::collections::HashSet<_> = agents.iter().map(|a| a.pod.clone()).collect();
+    let uids: std::collections::HashSet<_> =
+        agents.iter().map(|a| a.instance_uid.clone()).collect();
+    assert_eq!((pods.len(), uids.len()), (CLIENTS, CLIENTS));
+    assert!(
+        agents
+            .iter()
+            .all(|a| a.namespace == "ns-storm" && a.service_name == "storm")
+    );
+
+    // All state lost: every client's next heartbeat is asked for its full state. A client
+    // whose kept-alive connection the stopping server closed under its next request sees
+    // "other side closed" and backs off for 30 s or more (Elastic's policy for a failed POST):
+    // those are counted, not waited for. None may be lost silently or reject a reply.
+    server.restart();
+    let (registered, summary) = wait_for("every client back or failed", SECS_30, || {
+        storm.send("summary");
+        let summary = storm.expect_event("summary", SECS_5);
+        let failed = summary["failed"].as_u64().unwrap_or(0) as usize;
+        let registered = server.agents().len();
+        (registered + failed >= CLIENTS).then_some((registered, summary))
+    });
+    let full_state = summary["full_state"].as_u64().unwrap_or(0) as usize;
+    assert!(
+        registered > 0 && full_state >= registered,
+        "{registered} re-registered, {full_state} full-state requests: {summary}"
+    );
+    let connection_level = |e: &serde_json::Value| {
+        e.as_str().is_some_and(|e| {
+            ["other side closed", "ECONNREFUSED", "ECONNRESET"]
+                .iter()
+                .any(|c| e.contains(c))
+        })
+    };
+    assert!(
+        summary["failures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(connection_level),
+        "the strict client rejected replies: {summary}"
+    );
+
+    // The clients stop: all swept after the stale timeout, none left behind.
+    drop(storm.child.stdin.take());
+    assert!(storm.wait_exit(SECS_30).success());
+    wait_for("every stopped client swept", SECS_30, || {
+        server.agents().is_empty().then_some(())
+    });
+}
