@@ -8,10 +8,12 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+mod common;
 
 use odiglet::{
     instrument::{ALL_LIBRARIES, GoProbes, resolve_targets},
@@ -21,10 +23,6 @@ use odiglet::{
 
 const ROUNDS: usize = 5;
 const ROUND_TIME: Duration = Duration::from_secs(3);
-const SERVER: &str = "package main\n\nimport (\n\t\"io\"\n\t\"net/http\"\n\t\"os\"\n)\n\n\
-    func main() {\n\thttp.HandleFunc(\"/hello\", func(w http.ResponseWriter, r *http.Request) \
-    { io.WriteString(w, \"hello\") })\n\thttp.ListenAndServe(\"127.0.0.1:\"+os.Args[1], nil)\n}\n";
-
 /// Counts spans instead of exporting them: the bench measures the target, not the network.
 struct CountingSink(std::sync::atomic::AtomicU64);
 
@@ -32,25 +30,6 @@ impl SpanSink for CountingSink {
     fn offer(&self, _span: ProcessSpan) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-fn build_server(go: &Path, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("bench dir");
-    std::fs::write(dir.join("main.go"), SERVER).expect("write main.go");
-    std::fs::write(dir.join("go.mod"), "module example.com/hello\n\ngo 1.19\n").expect("go.mod");
-    let out = dir.join("hello");
-    let status = Command::new(go)
-        .current_dir(dir)
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .status()
-        .expect("go build runs");
-    assert!(status.success(), "go build failed");
-    out
 }
 
 /// Keep-alive GETs for `duration` on one connection; returns requests per second.
@@ -102,7 +81,7 @@ fn main() {
         println!("SKIPPED: {} missing: run `cargo xtask setup`", go.display());
         return;
     }
-    let binary = build_server(&go, &root.join("target/bench-go-http"));
+    let binary = common::build_go_server(&go, &root.join("target/bench-go-http"));
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()

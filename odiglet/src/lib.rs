@@ -7,8 +7,12 @@
 //! ```text
 //! process ─ProcessEvent─▶ instrument ─span ring─▶ pipeline ─ProcessSpan─▶ export ─OTLP─▶ collector
 //!    ▲ lifecycle probe     ▲ uses goelf (Go binary analysis) and inspect (runtime detection)
-//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP)
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry,
+//! manager: composes the chain above per container (ManagerRequest in, instances out)
+//! edge servers: device_plugin (kubelet gRPC), opamp (native agents over HTTP),
+//!               ops (health port: healthz, readyz, metrics, status)
+//! k8s: watches (pods of this node, InstrumentationConfigs) → manager requests, OpAMP config,
+//!      runtime-detection status writes
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry, metrics,
 //! agents_dir and node_setup (`odiglet init`: the agents into the host directory pods mount,
 //! the node labelled and its start-up taint lifted)
 //! cli: one module per subcommand, the only place that composes the others
@@ -27,9 +31,12 @@ pub mod export;
 pub mod goelf;
 pub mod inspect;
 pub mod instrument;
+pub mod k8s;
 pub mod manager;
+pub mod metrics;
 pub mod node_setup;
 pub mod opamp;
+pub mod ops;
 pub mod pipeline;
 pub mod process;
 pub mod ring;

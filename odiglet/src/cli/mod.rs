@@ -7,6 +7,7 @@ mod inspect;
 mod opamp_server;
 mod output;
 mod processes;
+mod run;
 mod trace;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Run only the OpAMP server for native agents (standalone unless wired into `run`).
     OpampServer(opamp_server::OpampServerArgs),
+    /// Run the node agent: device plugin, OpAMP server, Kubernetes watches, runtime detection
+    /// and eBPF instrumentation, until SIGTERM.
+    Run(Box<run::RunArgs>),
     /// Install or update the agents in the host directory pods mount (the init container).
     Init(init::InitArgs),
 }
@@ -67,6 +71,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::DevicePlugin(args) => device_plugin::execute(args),
         Command::Trace(args) => trace::execute(args),
         Command::OpampServer(args) => opamp_server::execute(args),
+        Command::Run(args) => run::execute(*args),
         Command::Init(args) => init::execute(args),
     };
     match result {

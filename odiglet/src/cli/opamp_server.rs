@@ -145,14 +145,14 @@ async fn serve(config: OpampConfig, kubelet_dir: PathBuf, standalone: bool) -> a
 
 /// `X-Odigos-DeviceId` → pod and container, through kubelet's pod-resources API: the devices
 /// the device plugin handed out. The OpAMP server caches answers and bounds each call.
-struct PodResourcesLookup {
+pub(super) struct PodResourcesLookup {
     client: PodResourcesClient,
     /// Only Odigos' instrumentation devices are looked at.
     resources: HashSet<String>,
 }
 
 impl PodResourcesLookup {
-    fn new(kubelet_dir: &Path) -> Self {
+    pub(super) fn new(kubelet_dir: &Path) -> Self {
         let resources = DEFAULT_RESOURCES
             .iter()
             .map(|(name, _)| format!("{RESOURCE_NAMESPACE}/{name}"))

@@ -73,6 +73,23 @@ pub struct Override {
     pub container: Option<String>,
     pub service_name: Option<String>,
     pub container_config: Option<Value>,
+    /// The owning workload's kind as Odigos spells it (`Deployment`, `Rollout`, ...) and name;
+    /// without them the workload is guessed from the pod name.
+    pub workload_kind: Option<String>,
+    pub workload_name: Option<String>,
+}
+
+/// The resource attribute naming a workload of this kind (`configresolvers`).
+pub fn workload_key(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Deployment" => "k8s.deployment.name",
+        "StatefulSet" => "k8s.statefulset.name",
+        "DaemonSet" => "k8s.daemonset.name",
+        "CronJob" => "k8s.cronjob.name",
+        "Job" => "k8s.job.name",
+        "Rollout" => "k8s.argoproj.rollout.name",
+        _ => return None,
+    })
 }
 
 impl ServedConfig {
@@ -87,7 +104,8 @@ impl ServedConfig {
         })
     }
 
-    fn matching(&self, id: &AgentIdentity) -> Option<&Override> {
+    /// The first override for this agent's container.
+    pub fn matching(&self, id: &AgentIdentity) -> Option<&Override> {
         self.overrides.iter().find(|o| {
             o.namespace == id.namespace
                 && o.pod.as_ref().is_none_or(|p| *p == id.pod)
@@ -190,7 +208,11 @@ pub fn workload_of(pod: &str) -> (&'static str, &str) {
 /// Builds the files for one agent and their hash.
 pub fn build(config: &ServedConfig, id: &AgentIdentity, node_name: &str) -> AgentRemoteConfig {
     let matched = config.matching(id);
-    let (workload_key, workload) = workload_of(&id.pod);
+    let known = matched.and_then(|o| {
+        let key = workload_key(o.workload_kind.as_deref()?)?;
+        Some((key, o.workload_name.as_deref()?))
+    });
+    let (workload_key, workload) = known.unwrap_or_else(|| workload_of(&id.pod));
     let service_name = matched
         .and_then(|o| o.service_name.clone())
         .unwrap_or_else(|| workload.to_owned());

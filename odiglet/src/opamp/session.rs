@@ -219,10 +219,18 @@ impl Sessions {
         identity: AgentIdentity,
         reply: &mut ServerToAgent,
     ) {
+        // The agent's own name, else the configured one (the workload's InstrumentationConfig
+        // in cluster mode), else the workload guessed from the pod name.
         let service_name = description
             .attribute("service.name")
             .map(|v| v.to_text())
             .filter(|s| !s.is_empty())
+            .or_else(|| {
+                let (_, config) = self.store.get();
+                config
+                    .matching(&identity)
+                    .and_then(|o| o.service_name.clone())
+            })
             .unwrap_or_else(|| remote_config::workload_of(&identity.pod).1.to_owned());
         let mut agent = Agent {
             identity,

@@ -80,6 +80,8 @@ pub struct ResourceAttributes {
     pub service_name: Option<String>,
     /// `process.executable.path`.
     pub executable_path: Option<String>,
+    /// `process.command`: the first word of the command line.
+    pub command: Option<String>,
     /// `process.vpid`: the PID inside the container's namespace, when it differs.
     pub vpid: Option<u32>,
     pub k8s: Option<K8sAttributes>,
@@ -117,6 +119,9 @@ impl ProcessResource {
         }
         if let Some(path) = &attributes.executable_path {
             kv.push(string("process.executable.path", path.clone()));
+        }
+        if let Some(command) = &attributes.command {
+            kv.push(string("process.command", command.clone()));
         }
         kv.push(string("telemetry.sdk.language", "go".to_owned()));
         kv.push(string("telemetry.sdk.name", SDK_NAME.to_owned()));
@@ -307,6 +312,7 @@ mod tests {
         ResourceAttributes {
             service_name: Some("checkout".into()),
             executable_path: Some("/app/server".into()),
+            command: Some("/app/server".into()),
             vpid: Some(1),
             k8s: Some(K8sAttributes {
                 namespace: Some("shop".into()),
@@ -338,6 +344,7 @@ mod tests {
             text(&resource, "process.executable.path"),
             Some("/app/server")
         );
+        assert_eq!(text(&resource, "process.command"), Some("/app/server"));
         assert_eq!(text(&resource, "telemetry.sdk.language"), Some("go"));
         assert_eq!(text(&resource, "telemetry.sdk.name"), Some(SDK_NAME));
         assert_eq!(text(&resource, "telemetry.distro.name"), Some(DISTRO_NAME));

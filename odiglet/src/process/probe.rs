@@ -126,6 +126,8 @@ impl CounterSource {
 pub struct ProcessWatcher {
     events: mpsc::Receiver<ProcessEvent>,
     counters: Arc<CounterSource>,
+    /// Processes whose forks and exit the probe reports.
+    tracked: Arc<Mutex<BpfHashMap<MapData, u32, u8>>>,
     reader: JoinHandle<()>,
 }
 
@@ -236,7 +238,6 @@ impl ProcessWatcher {
         let (tx, events) = mpsc::channel(config.channel_capacity.max(1));
         let reader = Reader {
             _ebpf: ebpf,
-            _tracked: tracked,
             ring,
             tx,
             containers,
@@ -251,6 +252,7 @@ impl ProcessWatcher {
         Ok(Self {
             events,
             counters,
+            tracked: Arc::new(Mutex::new(tracked)),
             reader,
         })
     }
@@ -263,6 +265,19 @@ impl ProcessWatcher {
     /// Current drop and filter counts.
     pub fn counters(&self) -> LifecycleCounters {
         self.counters.read()
+    }
+
+    /// Reports `pid`'s exit (and forks) from now on, though the filter did not select it: for
+    /// processes instrumented because the cluster asked, not because they exec'd.
+    pub fn track(&self, pid: u32) -> Result<(), ProcessError> {
+        self.tracked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(pid, 1, 0)
+            .map_err(|source| ProcessError::Map {
+                map: "TRACKED_PROCESSES",
+                source,
+            })
     }
 }
 
@@ -312,7 +327,6 @@ fn load_retrying(prog: &mut RawTracePoint) -> Result<(), ProgramError> {
 struct Reader {
     /// Kept so the programs stay attached while the reader runs.
     _ebpf: Ebpf,
-    _tracked: BpfHashMap<MapData, u32, u8>,
     ring: AsyncRingBuf,
     tx: mpsc::Sender<ProcessEvent>,
     containers: ContainerResolver,

@@ -104,6 +104,7 @@ async fn spans_arrive_grouped_by_resource_with_all_attributes() {
         ResourceAttributes {
             service_name: Some("checkout".into()),
             executable_path: Some("/app/checkout".into()),
+            command: None,
             vpid: Some(1),
             k8s: Some(K8sAttributes {
                 namespace: Some("shop".into()),

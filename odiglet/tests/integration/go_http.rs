@@ -79,7 +79,7 @@ func main() {
 
 const SPAN_DEADLINE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -88,7 +88,7 @@ fn free_port() -> u16 {
 }
 
 /// A GET on a fresh connection; returns the status code.
-fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+pub(crate) fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -109,27 +109,39 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
         .unwrap_or(0)
 }
 
-/// A Go service built from [`SERVICE`] and listening.
-fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
+/// The Go service of [`SERVICE`]: `<binary> <port>` serves `/hello`, `/fail`, `/call`, `/load`.
+pub(crate) fn service_binary(go: &Path, stripped: bool) -> std::path::PathBuf {
     let (variant, flags): (&str, &[&str]) = if stripped {
         ("stripped", &["-ldflags=-s -w"])
     } else {
         ("full", &[])
     };
-    let binary = build::go_std_program("gohttp", variant, go, SERVICE, flags);
-    let port = free_port();
+    build::go_std_program("gohttp", variant, go, SERVICE, flags)
+}
+
+/// Spawns `cmd` (a service on `port`) and waits until it listens.
+pub(crate) fn spawn_service(what: &str, cmd: &mut Command, port: u16) -> ChildGuard {
+    // go.mod says 1.19, which keeps Go >= 1.22 on the old ServeMux without patterns; the new
+    // mux gives routes (Go 1.19 ignores the setting).
     let mut child = ChildGuard::spawn(
-        "go service",
-        Command::new(&binary)
-            .arg(port.to_string())
-            // go.mod says 1.19, which keeps Go >= 1.22 on the old ServeMux without patterns;
-            // the new mux gives routes (Go 1.19 ignores the setting).
-            .env("GODEBUG", "httpmuxgo121=0")
-            .stdout(Stdio::null()),
+        what,
+        cmd.env("GODEBUG", "httpmuxgo121=0").stdout(Stdio::null()),
     );
     child.wait_until(Duration::from_secs(30), |_| {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    child
+}
+
+/// A Go service built from [`SERVICE`] and listening.
+fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
+    let binary = service_binary(go, stripped);
+    let port = free_port();
+    let child = spawn_service(
+        "go service",
+        Command::new(&binary).arg(port.to_string()),
+        port,
+    );
     (child, port)
 }
 

@@ -1,6 +1,6 @@
 //! Container inspection: PIDs from a cgroup the test creates (systemd and cgroupfs layouts)
 //! or from mountinfo, then one answer for the container.
-use std::{fs, path::PathBuf, process::Command};
+use std::{fs, process::Command};
 
 use odiglet::inspect::{
     Inspector, Language,
@@ -11,26 +11,12 @@ use odiglet::inspect::{
 use super::{READY, start_and_inspect, tempdir};
 use crate::support::{
     build,
-    guards::{CgroupGuard, ChildGuard},
-    runtimes::{self, find},
+    guards::{CgroupGuard, ChildGuard, ContainerCgroup, cgroup2_mount},
+    runtimes::find,
 };
 
 const POD_UID: &str = "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab";
 const CONTAINER_ID: &str = "9d8c7b6a5f4e3d2c1b0a9d8c7b6a5f4e3d2c1b0a9d8c7b6a5f4e3d2c1b0a9d8c";
-
-/// The cgroup v2 mount, or `None` (with a skip line) where there is none.
-fn cgroup2_mount(test: &str) -> Option<PathBuf> {
-    if !runtimes::root(test) {
-        return None;
-    }
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("own mountinfo");
-    let mount = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo);
-    assert!(
-        mount.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: no cgroup2 mount"
-    );
-    mount
-}
 
 fn container(qos: QosClass) -> ContainerRef {
     ContainerRef {
@@ -54,25 +40,13 @@ fn systemd_layout_resolves_python_over_cplusplus() {
         return;
     };
     // Our own root (as ODIGOS_CGROUP_ROOT would be), holding the kubelet's systemd layout.
-    let root = CgroupGuard::create(
+    let cgroup = ContainerCgroup::create(
         &mount,
         &format!("odiglet-test-{}-systemd", std::process::id()),
+        POD_UID,
+        CONTAINER_ID,
     );
-    let uid_ = POD_UID.replace('-', "_");
-    let slices = [
-        "kubepods.slice".to_owned(),
-        "kubepods-burstable.slice".to_owned(),
-        format!("kubepods-burstable-pod{uid_}.slice"),
-        format!("cri-containerd-{CONTAINER_ID}.scope"),
-    ];
-    let mut guards = vec![];
-    let mut parent = root.path().to_owned();
-    for slice in slices {
-        let guard = CgroupGuard::create(&parent, &slice);
-        parent = guard.path().to_owned();
-        guards.push(guard);
-    }
-    let scope = guards.last().expect("the scope cgroup");
+    let scope = cgroup.scope();
 
     let source = "#include <iostream>\n#include <unistd.h>\nint main() { std::cout << 1 << std::endl; for (;;) pause(); }\n";
     let cpp = build::c_program("cplusplus", &gxx, "cc", source, &[]);
@@ -90,7 +64,7 @@ fn systemd_layout_resolves_python_over_cplusplus() {
     scope.add(python_child.pid());
 
     let config = CgroupConfig {
-        cgroup_root: root.path().to_owned(),
+        cgroup_root: cgroup.root().to_owned(),
         proc_root: "/proc".into(),
     };
     let (runtime, source) = Inspector::new("/proc")
@@ -110,7 +84,6 @@ fn systemd_layout_resolves_python_over_cplusplus() {
         runtime.env.get("PYTHON_VERSION").map(String::as_str),
         Some("3.11.9")
     );
-    drop(guards.drain(..).rev().collect::<Vec<_>>());
 }
 
 #[test]

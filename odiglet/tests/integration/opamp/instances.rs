@@ -24,10 +24,7 @@ fn instrumentation_instances_through_kube() {
     api.add_pod("ns", "web-7d4b9c8f6-aaaaa", "pod-uid-1");
     api.add_pod("ns", "crowded", "pod-uid-2");
     api.add_pod("ns-raw", "web-7d4b9c8f6-aaaaa", "pod-uid-3");
-    let config = kube::Config::new(format!("http://{}", api.addr).parse().expect("uri"));
-    let client = rt
-        .block_on(async { kube::Client::try_from(config) })
-        .expect("kube client");
+    let client = rt.block_on(async { api.client() });
     let writer = KubeInstanceWriter::new(client);
     let upsert = |pod: &str, pid: i64, health: Health| InstanceTask::Upsert {
         namespace: "ns".into(),
@@ -108,9 +105,8 @@ fn instrumentation_instances_through_kube() {
             .expect("upsert");
     }
     let crowded = api
-        .lock()
-        .instances
-        .keys()
+        .names("instrumentationinstances")
+        .iter()
         .filter(|(_, n)| n.starts_with("crowded-"))
         .count();
     assert_eq!(crowded, 16);
@@ -147,8 +143,10 @@ fn instrumentation_instances_through_kube() {
         ..Default::default()
     });
     post(Target::Tcp(addr), &msg);
+    // Created first, then its status written: wait for both.
     let obj = wait_for("instance written by the worker", SECS_5, || {
         api.instance("ns-raw", "web-7d4b9c8f6-aaaaa-11")
+            .filter(|o| !o["status"].is_null())
     });
     assert_eq!(
         obj["status"]["identifyingAttributes"][1]["value"],

@@ -36,14 +36,14 @@ const SECS_5: Duration = Duration::from_secs(5);
 const SECS_30: Duration = Duration::from_secs(30);
 const SECS_20: Duration = Duration::from_secs(20);
 
-fn kv(key: &str, value: Value) -> KeyValue {
+pub(crate) fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
     }
 }
 
-fn registration(uid: &[u8], pod: &str) -> AgentToServer {
+pub(crate) fn registration(uid: &[u8], pod: &str) -> AgentToServer {
     AgentToServer {
         instance_uid: uid.to_vec(),
         agent_description: Some(AgentDescription {
@@ -63,7 +63,7 @@ fn registration(uid: &[u8], pod: &str) -> AgentToServer {
 
 const POST: &str = "POST /v1/opamp HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf";
 
-fn post(target: Target<'_>, msg: &AgentToServer) -> ServerToAgent {
+pub(crate) fn post(target: Target<'_>, msg: &AgentToServer) -> ServerToAgent {
     let r = raw(target, POST, &msg.encode_to_vec());
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("content-type"), Some("application/x-protobuf"));

@@ -105,3 +105,67 @@ impl Drop for CgroupGuard {
         let _ = fs::remove_dir(&self.path);
     }
 }
+
+/// A kubelet-style container cgroup (systemd driver, Burstable pod) under a fresh root that a
+/// test passes as `ODIGOS_CGROUP_ROOT`: `<root>/kubepods.slice/kubepods-burstable.slice/
+/// kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`. Removed on drop, innermost
+/// first.
+#[derive(Debug)]
+pub struct ContainerCgroup {
+    root: CgroupGuard,
+    levels: Vec<CgroupGuard>,
+}
+
+impl ContainerCgroup {
+    pub fn create(mount: &Path, name: &str, pod_uid: &str, container_id: &str) -> Self {
+        let root = CgroupGuard::create(mount, name);
+        let uid_ = pod_uid.replace('-', "_");
+        let slices = [
+            "kubepods.slice".to_owned(),
+            "kubepods-burstable.slice".to_owned(),
+            format!("kubepods-burstable-pod{uid_}.slice"),
+            format!("cri-containerd-{container_id}.scope"),
+        ];
+        let mut levels: Vec<CgroupGuard> = Vec::new();
+        for slice in slices {
+            let parent = levels
+                .last()
+                .map_or(root.path(), CgroupGuard::path)
+                .to_owned();
+            levels.push(CgroupGuard::create(&parent, &slice));
+        }
+        Self { root, levels }
+    }
+
+    /// The root to pass as the cgroup root.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The container's own cgroup.
+    pub fn scope(&self) -> &CgroupGuard {
+        self.levels.last().expect("four levels")
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        while let Some(level) = self.levels.pop() {
+            drop(level);
+        }
+    }
+}
+
+/// The cgroup v2 mount, or `None` (with a skip line) where there is none.
+pub fn cgroup2_mount(test: &str) -> Option<PathBuf> {
+    if !super::runtimes::root(test) {
+        return None;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("own mountinfo");
+    let mount = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo);
+    assert!(
+        mount.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: no cgroup2 mount"
+    );
+    mount
+}

@@ -8,4 +8,5 @@ pub mod kubelet;
 pub mod opamp;
 pub mod otlp;
 pub mod privileges;
+pub mod prometheus;
 pub mod runtimes;

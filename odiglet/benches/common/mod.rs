@@ -1,0 +1,33 @@
+//! Shared by the benchmarks that need a Go target.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// `hello <port> [exit]`: serves `GET /hello` on 127.0.0.1:<port>; with a second argument it
+/// exits after 50 ms (a short-lived process for exec/exit churn).
+const SERVER: &str = "package main\n\nimport (\n\t\"io\"\n\t\"net/http\"\n\t\"os\"\n\t\"time\"\n)\n\n\
+    func main() {\n\tif len(os.Args) > 2 {\n\t\tgo func() { time.Sleep(50 * time.Millisecond); \
+    os.Exit(0) }()\n\t}\n\thttp.HandleFunc(\"/hello\", func(w http.ResponseWriter, r *http.Request) \
+    { io.WriteString(w, \"hello\") })\n\thttp.ListenAndServe(\"127.0.0.1:\"+os.Args[1], nil)\n}\n";
+
+/// Builds the hello server with `go` in `dir`.
+pub fn build_go_server(go: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("bench dir");
+    std::fs::write(dir.join("main.go"), SERVER).expect("write main.go");
+    std::fs::write(dir.join("go.mod"), "module example.com/hello\n\ngo 1.19\n").expect("go.mod");
+    let out = dir.join("hello");
+    let status = Command::new(go)
+        .current_dir(dir)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .status()
+        .expect("go build runs");
+    assert!(status.success(), "go build failed");
+    out
+}

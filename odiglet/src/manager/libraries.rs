@@ -1,0 +1,102 @@
+//! Instrumentation libraries as the InstrumentationConfig names them (Go import paths) and as
+//! the probes switch them (`GO_LIBRARY_*` bits).
+
+use odiglet_common::go::{
+    GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER,
+};
+
+use super::TracesConfig;
+use crate::instrument::ALL_LIBRARIES;
+
+/// One switchable library of the probes: its bit, its import path and a short name used as
+/// the InstrumentationInstance component and in the status API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Library {
+    pub bit: u32,
+    pub import_path: &'static str,
+    pub name: &'static str,
+    /// How `instrument::resolve_targets` names it in its skip reasons.
+    pub resolve_label: &'static str,
+}
+
+/// Every library bit the probes know, in report order.
+pub const LIBRARIES: [Library; 3] = [
+    Library {
+        bit: GO_LIBRARY_HTTP_SERVER,
+        import_path: "net/http",
+        name: "net/http.server",
+        resolve_label: "net/http server",
+    },
+    Library {
+        bit: GO_LIBRARY_HTTP_CLIENT,
+        import_path: "net/http",
+        name: "net/http.client",
+        resolve_label: "net/http client",
+    },
+    Library {
+        bit: GO_LIBRARY_HTTP_PROPAGATION,
+        import_path: "net/http",
+        name: "net/http.propagation",
+        resolve_label: "traceparent propagation",
+    },
+];
+
+// REPLACE when the `grpc-sql` branch lands: its table in `crate::instrument` maps every Go
+// import path to its GO_LIBRARY_* bits; until then only `net/http` is known here.
+fn import_path_bits(import_path: &str) -> u32 {
+    LIBRARIES
+        .iter()
+        .filter(|library| library.import_path == import_path)
+        .fold(0, |bits, library| bits | library.bit)
+}
+
+/// The libraries a config wants on: none when traces are off, otherwise every library but the
+/// disabled ones. Unknown import paths disable nothing.
+pub fn wanted(traces: &TracesConfig) -> u32 {
+    if !traces.enabled {
+        return 0;
+    }
+    let disabled = traces
+        .disabled_libraries
+        .iter()
+        .fold(0, |bits, path| bits | import_path_bits(path.trim()));
+    ALL_LIBRARIES & !disabled
+}
+
+/// Names of the libraries in `bits`, in report order.
+pub fn names(bits: u32) -> Vec<&'static str> {
+    LIBRARIES
+        .iter()
+        .filter(|library| bits & library.bit != 0)
+        .map(|library| library.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_off_disables_everything_and_net_http_disables_its_three_bits() {
+        assert_eq!(wanted(&TracesConfig::default()), ALL_LIBRARIES);
+        let off = TracesConfig {
+            enabled: false,
+            disabled_libraries: Vec::new(),
+        };
+        assert_eq!(wanted(&off), 0);
+        let no_http = TracesConfig {
+            enabled: true,
+            disabled_libraries: vec!["net/http".into()],
+        };
+        assert_eq!(wanted(&no_http), 0);
+        let unknown = TracesConfig {
+            enabled: true,
+            disabled_libraries: vec!["github.com/unknown/lib".into()],
+        };
+        assert_eq!(wanted(&unknown), ALL_LIBRARIES);
+        assert_eq!(
+            names(GO_LIBRARY_HTTP_SERVER | GO_LIBRARY_HTTP_PROPAGATION),
+            ["net/http.server", "net/http.propagation"]
+        );
+    }
+}
