@@ -21,11 +21,6 @@ use odiglet::{
 };
 use serde_json::{Value, json};
 
-/// Subcommands the manifests use that another change adds (`odiglet run`, issue 7): their
-/// arguments are parsed once the CLI has them; until then only their name is known. Remove an
-/// entry when its subcommand lands.
-const PENDING_SUBCOMMANDS: &[&str] = &["run"];
-
 /// Odigos' health-probe port (`--health-probe-bind-port`).
 const HEALTH_PORT: u64 = 55683;
 
@@ -139,9 +134,6 @@ fn assert_cli_accepts(argv: &[String], origin: &str) {
         .get(1)
         .unwrap_or_else(|| panic!("{origin}: no subcommand"));
     let known = Cli::command().find_subcommand(subcommand).is_some();
-    if !known && PENDING_SUBCOMMANDS.contains(&subcommand.as_str()) {
-        return;
-    }
     assert!(
         known,
         "{origin} runs `odiglet {subcommand}`, which the CLI lacks"
