@@ -209,6 +209,19 @@ fn main() {
     });
     config.cgroup_root = cgroups.root().to_owned();
     config.propagation = false;
+    // Both rings (spans, lifecycle) are mapped into this process: `BENCH_RING_KIB` resizes them.
+    if let Some(kib) = std::env::var("BENCH_RING_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        config.ring_buffer_bytes = kib << 10;
+        config.watcher.ring_buffer_bytes = kib << 10;
+    }
+    println!(
+        "rings: spans {} KiB, lifecycle {} KiB",
+        config.ring_buffer_bytes >> 10,
+        config.watcher.ring_buffer_bytes >> 10
+    );
     config.rescan_every = Duration::from_secs(5);
     let key = ContainerKey {
         namespace: "bench".into(),
