@@ -113,6 +113,8 @@ pub struct ResolvedOffsets {
     /// As embedded, e.g. `go1.25.5`.
     pub go_version: String,
     pub source: OffsetSource,
+    /// The modules compiled in (empty for GOPATH-mode builds), for library version gates.
+    pub modules: Vec<GoModule>,
 }
 
 fn open(binary: &Path) -> Result<ElfImage, GoElfError> {
@@ -226,6 +228,7 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
                 offsets,
                 go_version: info.version,
                 source: OffsetSource::Dwarf,
+                modules: info.modules,
             });
         }
         Ok(None) => "the binary has no DWARF".to_owned(),
@@ -236,6 +239,7 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
             offsets,
             go_version: info.version,
             source: OffsetSource::Table,
+            modules: info.modules,
         }),
         None => Err(GoElfError::NoOffsets {
             path: path(),

@@ -8,6 +8,7 @@ mod cli;
 mod device_plugin;
 mod export;
 mod go_http;
+mod go_libraries;
 mod goelf;
 mod inspect;
 mod opamp;

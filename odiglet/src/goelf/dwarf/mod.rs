@@ -129,7 +129,8 @@ fn section_bytes<'data>(
 }
 
 /// Fills [`GoOffsets`] from raw (uncompressed, little-endian) DWARF sections. Fields the Go
-/// version does not use stay `OFFSET_NONE`; a used one missing from the DWARF is an error.
+/// version does not use stay `OFFSET_NONE`; a used standard-library one missing from the DWARF
+/// is an error, a missing module one (gRPC) stays `OFFSET_NONE`.
 pub fn extract<'a>(
     section: impl Fn(SectionId) -> &'a [u8],
     version: GoVersion,
@@ -138,13 +139,18 @@ pub fn extract<'a>(
     let found = member_offsets(section, &wanted)?;
     let mut offsets = fields::empty_offsets();
     for field in wanted {
-        let offset =
-            *found
-                .get(&(field.structure, field.member))
-                .ok_or(DwarfError::MissingField {
+        let offset = match found.get(&(field.structure, field.member)) {
+            Some(offset) => *offset,
+            // A module the binary does not link (or a version without the field): its
+            // library is skipped, the others keep their offsets.
+            None if field.module.is_some() => continue,
+            None => {
+                return Err(DwarfError::MissingField {
                     structure: field.structure,
                     member: field.member,
-                })?;
+                });
+            }
+        };
         let offset = u32::try_from(offset)
             .ok()
             .filter(|o| *o != odiglet_common::go::OFFSET_NONE)
