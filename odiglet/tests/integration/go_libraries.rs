@@ -295,6 +295,11 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     let Some(mut postgres) = Postgres::start(test) else {
         return;
     };
+    // Sockets join propagation when they connect: the service's gRPC connection (dialed at
+    // start) must come after the socket programs.
+    let mut traced = Traced::load(1 << 22);
+    let _turn = PROPAGATION.lock().await;
+    enable_propagation(&mut traced.probes);
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut service = ChildGuard::spawn(
         "grpc service",
@@ -304,10 +309,10 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     );
     wait_listening(&mut service, http_port);
     wait_listening(&mut service, grpc_port);
-    let mut traced = Traced::load(1 << 22);
-    let _turn = PROPAGATION.lock().await;
-    enable_propagation(&mut traced.probes);
-    traced.attach(service.pid(), &[]);
+    traced.attach(
+        service.pid(),
+        &["net/http client", "net/http traceparent propagation"],
+    );
     let pid = service.pid();
 
     // HTTP server → gRPC client → (traceparent in the HEADERS frame) → gRPC server.
