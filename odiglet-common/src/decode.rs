@@ -93,10 +93,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<LifecycleRecord, DecodeError> {
 }
 
 /// A decoded Go span record.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "no_std without alloc; records are decoded one at a time and converted at once"
-)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoSpanRecord {
     HttpServer(HttpServerSpan),

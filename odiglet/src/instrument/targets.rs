@@ -374,7 +374,7 @@ mod tests {
         let pq = point("github.com/lib/pq.(*conn).QueryContext");
         let pgx = point("github.com/jackc/pgx/v5/stdlib.(*Conn).QueryContext");
         let mysql = point("github.com/go-sql-driver/mysql.(*mysqlConn).QueryContext");
-        assert_eq!(db_system(&[pq.clone()]), DB_SYSTEM_POSTGRESQL);
+        assert_eq!(db_system(std::slice::from_ref(&pq)), DB_SYSTEM_POSTGRESQL);
         assert_eq!(db_system(&[pq.clone(), pgx]), DB_SYSTEM_POSTGRESQL);
         assert_eq!(db_system(&[pq, mysql]), DB_SYSTEM_OTHER);
     }

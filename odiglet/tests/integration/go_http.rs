@@ -1,10 +1,6 @@
 //! Go `net/http` instrumentation against the real kernel and real Go programs built by the test
 //! with several toolchains, with DWARF and stripped: spans, their attributes and links, incoming
 //! and outgoing trace context, detach and exit clean-up.
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failure panics with its backtrace"
-)]
 
 use std::{
     net::TcpStream,

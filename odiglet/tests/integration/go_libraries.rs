@@ -3,10 +3,6 @@
 //! gRPC client and server (grpc-go 1.33 from Debian, GOPATH mode with Go 1.19): spans, their
 //! attributes, parent/child links across libraries and processes' goroutines, status codes,
 //! incoming and outgoing trace context, and per-library switches on a running process.
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failure panics with its backtrace"
-)]
 
 use std::{
     net::TcpStream,
