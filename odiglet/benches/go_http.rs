@@ -9,30 +9,20 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use odiglet::{
-    instrument::{ALL_LIBRARIES, GoProbes, resolve_targets},
-    pipeline::{ProcessSpan, ResourceRegistry, SpanReader, SpanSink},
-    ring,
-};
+#[path = "common/go.rs"]
+mod common;
+
+use common::{Instrumented, Target, median};
 
 const ROUNDS: usize = 5;
 const ROUND_TIME: Duration = Duration::from_secs(3);
 const SERVER: &str = "package main\n\nimport (\n\t\"io\"\n\t\"net/http\"\n\t\"os\"\n)\n\n\
     func main() {\n\thttp.HandleFunc(\"/hello\", func(w http.ResponseWriter, r *http.Request) \
     { io.WriteString(w, \"hello\") })\n\thttp.ListenAndServe(\"127.0.0.1:\"+os.Args[1], nil)\n}\n";
-
-/// Counts spans instead of exporting them: the bench measures the target, not the network.
-struct CountingSink(std::sync::atomic::AtomicU64);
-
-impl SpanSink for CountingSink {
-    fn offer(&self, _span: ProcessSpan) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 fn build_server(go: &Path, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("bench dir");
@@ -82,15 +72,6 @@ fn drive(port: u16, duration: Duration) -> f64 {
     done as f64 / start.elapsed().as_secs_f64()
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         println!("SKIPPED (needs root/BPF): go_http benchmark");
@@ -108,7 +89,7 @@ fn main() {
         .local_addr()
         .expect("addr")
         .port();
-    let server = Server(
+    let server = Target(
         Command::new(&binary)
             .arg(port.to_string())
             .stdout(Stdio::null())
@@ -120,45 +101,17 @@ fn main() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let pid = server.0.id();
     drive(port, Duration::from_millis(500)); // warm up
 
     let (mut base, mut traced, mut spans) = (Vec::new(), Vec::new(), 0u64);
     for _ in 0..ROUNDS {
         base.push(drive(port, ROUND_TIME));
-        let sink = std::sync::Arc::new(CountingSink(Default::default()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (mut probes, reader) = runtime.block_on(async {
-            let mut probes = GoProbes::load(1 << 24).expect("Go probes load");
-            let ring = ring::register(probes.take_spans().expect("ring")).expect("register");
-            let targets = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES).expect("targets");
-            probes.attach(pid, &targets.targets).expect("attach");
-            let reader = SpanReader::new(ring, ResourceRegistry::new(), SinkRef(sink.clone()))
-                .spawn(async move {
-                    let _ = stopped.await;
-                });
-            (probes, reader)
-        });
+        let instrumented = Instrumented::attach(&runtime, pid, |_| {});
         traced.push(drive(port, ROUND_TIME));
-        probes.detach(pid);
-        let _ = stop.send(());
-        runtime.block_on(reader).expect("reader");
-        spans += sink.0.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(
-            probes.counters().ringbuf_full,
-            0,
-            "the bench must not lose spans"
-        );
+        spans += instrumented.finish(&runtime);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let traced_requests: f64 = traced
         .iter()
         .map(|rps| rps * ROUND_TIME.as_secs_f64())
@@ -173,13 +126,4 @@ fn main() {
         traced / base
     );
     println!("  spans read: {spans} for about {traced_requests:.0} instrumented requests");
-}
-
-/// Shares one counting sink between the reader task and the bench.
-struct SinkRef(std::sync::Arc<CountingSink>);
-
-impl SpanSink for SinkRef {
-    fn offer(&self, span: ProcessSpan) {
-        self.0.offer(span);
-    }
 }

@@ -17,7 +17,10 @@ use odiglet_common::{
 
 use crate::support::{
     build,
-    go::{PROPAGATION, SPAN_DEADLINE, Traced, enable_propagation, free_port, get, hex, text},
+    go::{
+        PROPAGATION, SPAN_DEADLINE, Traced, enable_propagation, free_port, get, hex, text,
+        trace_command,
+    },
     guards::ChildGuard,
     privileges::privileged,
 };
@@ -338,8 +341,6 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_process() {
-    use std::io::BufRead;
-
     use crate::support::otlp::{OtlpReceiver, attribute};
 
     if !privileged("trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_process") {
@@ -351,33 +352,7 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
     let (service, port) = start_service(&go, false);
     let receiver = OtlpReceiver::start().await;
     let _turn = PROPAGATION.lock().await;
-    let mut odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
-        .args([
-            "trace",
-            "--pid",
-            &service.pid().to_string(),
-            "--otlp-endpoint",
-        ])
-        .arg(receiver.endpoint())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let attached = std::time::Instant::now() + SPAN_DEADLINE;
-    loop {
-        let left = attached.saturating_duration_since(std::time::Instant::now());
-        let line = rx.recv_timeout(left).expect("odiglet attaches");
-        if line.contains("attached Go probes") {
-            break;
-        }
-    }
+    let mut odiglet = trace_command(service.pid(), &receiver.endpoint(), &[]);
 
     assert_eq!(get(port, "/call", &[]), 201);
     let spans = receiver.wait_for_spans(3).await;

@@ -470,3 +470,65 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     service.assert_running();
     postgres.assert_running();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_command_exports_sanitized_database_spans_under_their_request() {
+    use crate::support::otlp::{OtlpReceiver, attribute};
+
+    let test = "trace_command_exports_sanitized_database_spans_under_their_request";
+    if !privileged(test) {
+        return;
+    }
+    let Some((_, go)) = build::go_toolchains(test).pop() else {
+        return;
+    };
+    let binary = build::go_std_program("gosql", "full", &go, SQL_SERVICE, &[]);
+    let port = free_port();
+    let mut service = ChildGuard::spawn(
+        "sql service",
+        Command::new(&binary)
+            .arg(port.to_string())
+            .stdout(Stdio::null()),
+    );
+    wait_listening(&mut service, port);
+    let receiver = OtlpReceiver::start().await;
+    let mut odiglet = crate::support::go::trace_command(
+        service.pid(),
+        &receiver.endpoint(),
+        &["--no-propagation"],
+    );
+    let query = "SELECT name FROM users WHERE token = 'hunter2'";
+    assert_eq!(get(port, &format!("/query?q={}", encode(query)), &[]), 200);
+    let spans = receiver.wait_for_spans(2).await;
+    let db = spans
+        .iter()
+        .find(|s| s.span.name == "SELECT users")
+        .unwrap_or_else(|| panic!("no database span in {spans:#?}"));
+    let request = spans
+        .iter()
+        .find(|s| s.span.kind == 2)
+        .expect("the request's span");
+    assert_eq!(db.span.kind, 3, "a client span");
+    assert_eq!(db.scope, odiglet::pipeline::SCOPE_DATABASE_SQL);
+    assert_eq!(db.span.parent_span_id, request.span.span_id);
+    assert_eq!(db.span.trace_id, request.span.trace_id);
+    assert_eq!(
+        attribute(&db.span.attributes, "db.query.text").as_deref(),
+        Some("SELECT name FROM users WHERE token = ?"),
+        "the literal never leaves the node"
+    );
+    assert_eq!(
+        attribute(&db.resource, "process.pid"),
+        Some(service.pid().to_string())
+    );
+    drop(service);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = odiglet.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}

@@ -145,6 +145,42 @@ impl Traced {
     }
 }
 
+/// Starts `odiglet trace --pid <pid>` exporting to `endpoint` with `extra` arguments, and
+/// returns once it attached (its log says so).
+pub fn trace_command(pid: u32, endpoint: &str, extra: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+
+    let mut odiglet = std::process::Command::new(env!("CARGO_BIN_EXE_odiglet"))
+        .args([
+            "trace",
+            "--pid",
+            &pid.to_string(),
+            "--otlp-endpoint",
+            endpoint,
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let attached = std::time::Instant::now() + SPAN_DEADLINE;
+    loop {
+        let left = attached.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("odiglet attaches");
+        if line.contains("attached Go probes") {
+            break;
+        }
+    }
+    odiglet
+}
+
 pub fn text(bytes: &[u8], len: u16) -> &str {
     std::str::from_utf8(&bytes[..usize::from(len).min(bytes.len())]).unwrap()
 }
