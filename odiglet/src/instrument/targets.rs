@@ -33,6 +33,9 @@ pub const ALL_LIBRARIES: u32 = GO_LIBRARY_HTTP_SERVER
 /// which the probes do not read yet.
 const GRPC_UNSUPPORTED_FROM: GoVersion = GoVersion::new(1, 69, 0);
 
+/// grpc-go releases from this one on pass a context before the frame to `operateHeaders`.
+const GRPC_HEADERS_CONTEXT_FROM: GoVersion = GoVersion::new(1, 60, 0);
+
 /// A function each SQL driver's connection type has (as the `database/sql` driver interfaces
 /// need), and the `db.system.name` its presence means.
 const SQL_DRIVERS: &[(&str, u32)] = &[
@@ -235,7 +238,18 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
     ]
     .iter()
     .all(|o| *o != OFFSET_NONE);
-    let grpc_headers = function(GRPC_HEADERS_FUNCTION).filter(|_| metadata_known);
+    let metadata_layout =
+        grpc_version(&resolved.modules).is_none_or(|version| version < GRPC_HEADERS_CONTEXT_FROM);
+    let grpc_headers =
+        function(GRPC_HEADERS_FUNCTION).filter(|_| metadata_known && metadata_layout);
+    let mut skipped = skipped;
+    if enabled & GO_LIBRARY_GRPC_SERVER != 0 && grpc_headers.is_none() {
+        skipped.push(
+            "incoming gRPC metadata: not read for this grpc-go (offsets or argument layout \
+             unknown); gRPC server spans start new traces"
+                .to_owned(),
+        );
+    }
     Ok(ResolvedTargets {
         targets: ProcessTargets {
             exe,
@@ -317,16 +331,17 @@ fn db_system(points: &[ProbePoints]) -> u32 {
 /// Why the linked grpc-go cannot be instrumented, by its version (when the binary has a
 /// module list; GOPATH builds have none and rely on the DWARF check of every field).
 fn grpc_version_gate(modules: &[GoModule]) -> Option<String> {
+    let version = grpc_version(modules)?;
+    (version >= GRPC_UNSUPPORTED_FROM)
+        .then(|| format!("grpc-go {version} is not supported (its stream layout changed in 1.69)"))
+}
+
+/// The grpc-go version compiled in, when the binary has a module list.
+fn grpc_version(modules: &[GoModule]) -> Option<GoVersion> {
     let module = modules
         .iter()
         .find(|m| m.path == goelf::fields::GRPC_MODULE)?;
-    let version = GoVersion::parse(module.version.trim_start_matches('v'))?;
-    (version >= GRPC_UNSUPPORTED_FROM).then(|| {
-        format!(
-            "grpc-go {} is not supported (its stream layout changed in 1.69)",
-            module.version
-        )
-    })
+    GoVersion::parse(module.version.trim_start_matches('v'))
 }
 
 /// Why a library cannot be instrumented, if it cannot: its function is not in the binary
@@ -360,7 +375,10 @@ mod tests {
         let old = [module("google.golang.org/grpc", "v1.33.3")];
         assert_eq!(grpc_version_gate(&old), None);
         let new = [module("google.golang.org/grpc", "v1.70.0")];
-        assert!(grpc_version_gate(&new).is_some_and(|why| why.contains("v1.70.0")));
+        assert!(grpc_version_gate(&new).is_some_and(|why| why.contains("1.70.0")));
+        let with_context = [module("google.golang.org/grpc", "v1.62.1")];
+        assert_eq!(grpc_version_gate(&with_context), None);
+        assert!(grpc_version(&with_context).is_some_and(|v| v >= GRPC_HEADERS_CONTEXT_FROM));
     }
 
     #[test]

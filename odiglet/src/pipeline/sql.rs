@@ -393,4 +393,30 @@ mod tests {
         assert_eq!(summarize("  "), (None, None));
         assert_eq!(summarize("?"), (None, None));
     }
+
+    #[test]
+    fn no_literal_survives_any_short_mix_of_quotes_escapes_and_comments() {
+        // Every string of up to 5 symbols from the characters that drive the scanner.
+        const ALPHABET: &[char] = &[
+            '\'', '\\', '$', '-', '/', '*', 'a', 'E', '1', '.', '(', ' ', 'x',
+        ];
+        let mut query = String::new();
+        let mut stack = vec![0usize; 0];
+        loop {
+            query.clear();
+            query.extend(stack.iter().map(|i| ALPHABET[*i]));
+            let clean = sanitize(&query);
+            assert!(!clean.contains('\''), "{query:?} -> {clean:?}");
+            assert!(clean.len() <= query.len() + 1, "{query:?} -> {clean:?}");
+            // Next string: odometer over the alphabet, then one symbol longer.
+            match stack.iter().rposition(|i| *i + 1 < ALPHABET.len()) {
+                Some(at) => {
+                    stack[at] += 1;
+                    stack[at + 1..].iter_mut().for_each(|i| *i = 0);
+                }
+                None if stack.len() < 5 => stack = vec![0; stack.len() + 1],
+                None => break,
+            }
+        }
+    }
 }
