@@ -159,8 +159,10 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
     );
 
     let (query, exec) = (function(SQL_QUERY_FUNCTION), function(SQL_EXEC_FUNCTION));
-    let sql_missing =
-        missing(&query, SQL_QUERY_FUNCTION, &[]).or_else(|| missing(&exec, SQL_EXEC_FUNCTION, &[]));
+    // The linker drops whichever of the two the program never calls.
+    let sql_missing = (query.is_none() && exec.is_none()).then(|| {
+        format!("neither `{SQL_QUERY_FUNCTION}` nor `{SQL_EXEC_FUNCTION}` is in the binary")
+    });
     plan.consider(GO_LIBRARY_SQL, "database/sql", sql_missing);
 
     let grpc_gate = grpc_version_gate(&resolved.modules);
