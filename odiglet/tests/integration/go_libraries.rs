@@ -492,6 +492,9 @@ async fn trace_command_exports_sanitized_database_spans_under_their_request() {
     );
     wait_listening(&mut service, port);
     let receiver = OtlpReceiver::start().await;
+    // No propagation here, but odiglet's lifecycle probe starting up has been seen to stop
+    // injection in a test running beside it (see cli/trace.rs): take turns with those.
+    let _turn = PROPAGATION.lock().await;
     let mut odiglet = crate::support::go::trace_command(
         service.pid(),
         &receiver.endpoint(),
