@@ -3,7 +3,10 @@
 use core::fmt;
 
 use crate::{
-    go::{GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, HttpClientSpan, HttpServerSpan},
+    go::{
+        DbSpan, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT, GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT,
+        GO_SPAN_HTTP_SERVER, GrpcClientSpan, GrpcServerSpan, HttpClientSpan, HttpServerSpan,
+    },
     lifecycle::{ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader},
 };
 
@@ -94,6 +97,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<LifecycleRecord, DecodeError> {
 pub enum GoSpanRecord {
     HttpServer(HttpServerSpan),
     HttpClient(HttpClientSpan),
+    Db(DbSpan),
+    GrpcServer(GrpcServerSpan),
+    GrpcClient(GrpcClientSpan),
 }
 
 /// Decodes one record of the Go probes' ring buffer.
@@ -102,6 +108,9 @@ pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
     match kind {
         GO_SPAN_HTTP_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::HttpServer),
         GO_SPAN_HTTP_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::HttpClient),
+        GO_SPAN_DB => read_prefix(bytes, kind).map(GoSpanRecord::Db),
+        GO_SPAN_GRPC_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::GrpcServer),
+        GO_SPAN_GRPC_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::GrpcClient),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

@@ -8,6 +8,12 @@
 pub const GO_SPAN_HTTP_SERVER: u32 = 1;
 /// `SpanHeader::kind`: a `net/http` client request (`(*Transport).roundTrip`).
 pub const GO_SPAN_HTTP_CLIENT: u32 = 2;
+/// `SpanHeader::kind`: a `database/sql` query or exec (`(*DB).queryDC`, `(*DB).execDC`).
+pub const GO_SPAN_DB: u32 = 3;
+/// `SpanHeader::kind`: a gRPC server call (`(*Server).handleStream`).
+pub const GO_SPAN_GRPC_SERVER: u32 = 4;
+/// `SpanHeader::kind`: a gRPC unary client call (`(*ClientConn).Invoke`).
+pub const GO_SPAN_GRPC_CLIENT: u32 = 5;
 
 pub const HTTP_METHOD_LEN: usize = 16;
 pub const HTTP_PATH_LEN: usize = 256;
@@ -16,6 +22,13 @@ pub const HTTP_HOST_LEN: usize = 128;
 pub const HTTP_ADDR_LEN: usize = 64;
 pub const HTTP_PROTO_LEN: usize = 16;
 pub const HTTP_SCHEME_LEN: usize = 16;
+/// Bytes of SQL kept: enough for the statement's shape, which is all the span shows.
+pub const DB_QUERY_LEN: usize = 512;
+/// Bytes of a gRPC full method (`/package.Service/Method`) and of a client's dial target.
+pub const GRPC_METHOD_LEN: usize = 128;
+pub const GRPC_TARGET_LEN: usize = 128;
+/// Bytes of a peer IP (`net.IP`: 4 or 16).
+pub const IP_LEN: usize = 16;
 
 /// `SpanHeader::flags`: `parent` is set.
 pub const SPAN_FLAG_HAS_PARENT: u32 = 1 << 0;
@@ -25,6 +38,20 @@ pub const SPAN_FLAG_PARENT_REMOTE: u32 = 1 << 1;
 pub const SPAN_FLAG_TRUNCATED: u32 = 1 << 2;
 /// `SpanHeader::flags`: the probe returned an error (client: a non-nil `error`).
 pub const SPAN_FLAG_ERROR: u32 = 1 << 3;
+
+/// `SpanHeader::flags`: the `database/sql` call was an exec (`execDC`), not a query.
+pub const SPAN_FLAG_DB_EXEC: u32 = 1 << 4;
+
+/// `DbSpan::db_system` (and `GoOffsets::db_system`): the SQL driver linked into the binary,
+/// found by user space from its symbols. `DB_SYSTEM_OTHER` when unknown or ambiguous.
+pub const DB_SYSTEM_OTHER: u32 = 0;
+pub const DB_SYSTEM_POSTGRESQL: u32 = 1;
+pub const DB_SYSTEM_MYSQL: u32 = 2;
+pub const DB_SYSTEM_SQLITE: u32 = 3;
+
+/// gRPC status codes are 0..=16; anything else read from memory is reported as UNKNOWN.
+pub const GRPC_STATUS_MAX: u32 = 16;
+pub const GRPC_STATUS_UNKNOWN: u32 = 2;
 
 /// A field absent from this binary's Go or module version (`GoOffsets`).
 pub const OFFSET_NONE: u32 = u32::MAX;
@@ -110,6 +137,50 @@ pub struct HttpClientSpan {
     pub proto: [u8; HTTP_PROTO_LEN],
 }
 
+/// A `database/sql` client span: one query or exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbSpan {
+    pub header: SpanHeader,
+    /// `DB_SYSTEM_*`.
+    pub db_system: u32,
+    pub query_len: u16,
+    pub reserved: u16,
+    /// The statement as the application passed it (literals are removed in user space).
+    pub query: [u8; DB_QUERY_LEN],
+}
+
+/// A gRPC server span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcServerSpan {
+    pub header: SpanHeader,
+    /// The status the server wrote (`WriteStatus`); 0 (OK) when none was seen.
+    pub status_code: u32,
+    pub method_len: u16,
+    /// 4 or 16 when the peer's IP was read, else 0.
+    pub peer_ip_len: u16,
+    pub peer_port: u32,
+    pub reserved: u32,
+    /// `/package.Service/Method`.
+    pub method: [u8; GRPC_METHOD_LEN],
+    pub peer_ip: [u8; IP_LEN],
+}
+
+/// A gRPC unary client span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcClientSpan {
+    pub header: SpanHeader,
+    /// From the returned status error; 0 (OK) when the call succeeded.
+    pub status_code: u32,
+    pub method_len: u16,
+    pub target_len: u16,
+    pub method: [u8; GRPC_METHOD_LEN],
+    /// `ClientConn.target`, the dial target (`host:port`, `dns:///host:port`, ...).
+    pub target: [u8; GRPC_TARGET_LEN],
+}
+
 /// Byte offsets of the Go struct fields the probes read, for one process. `OFFSET_NONE`
 /// marks a field its Go version does not have. Written by user space into a map keyed by PID.
 #[repr(C)]
@@ -145,6 +216,31 @@ pub struct GoOffsets {
     pub net_fd_raddr: u32,
     /// `net.TCPAddr.Port`.
     pub tcp_addr_port: u32,
+    /// `net.TCPAddr.IP` (a `[]byte`).
+    pub tcp_addr_ip: u32,
+    // google.golang.org/grpc (absent unless the binary links it)
+    /// `transport.Stream.id` and `.method`.
+    pub grpc_stream_id: u32,
+    pub grpc_stream_method: u32,
+    /// `transport.http2Server.remoteAddr` (a `net.Addr` interface).
+    pub grpc_server_remote_addr: u32,
+    /// `internal/status.Status.s` and `internal/status.Error.e` (`*spb.Status` both).
+    pub grpc_status_proto: u32,
+    pub grpc_error_proto: u32,
+    /// `genproto/googleapis/rpc/status.Status.Code`.
+    pub rpc_status_code: u32,
+    /// `grpc.ClientConn.target`.
+    pub grpc_client_conn_target: u32,
+    /// `transport.http2Client.conn` (a `net.Conn` interface): outgoing propagation.
+    pub grpc_client_transport_conn: u32,
+    /// `http2.MetaHeadersFrame.HeadersFrame` (a pointer), `.Fields` (a slice), and
+    /// `http2.HeadersFrame.FrameHeader` + `FrameHeader.StreamID`: incoming metadata.
+    pub http2_meta_headers_frame: u32,
+    pub http2_meta_fields: u32,
+    pub http2_headers_frame_header: u32,
+    pub http2_frame_stream_id: u32,
+    /// `DB_SYSTEM_*` of the SQL driver linked in (not an offset: copied into `DbSpan`).
+    pub db_system: u32,
     /// `GO_LIBRARY_*` bits of the instrumentation enabled for this process.
     pub enabled_libraries: u32,
 }
@@ -185,6 +281,24 @@ pub const GO_LIBRARY_HTTP_SERVER: u32 = 1 << 0;
 pub const GO_LIBRARY_HTTP_CLIENT: u32 = 1 << 1;
 /// `GoOffsets::enabled_libraries`: `traceparent` injected into outgoing HTTP/1 requests.
 pub const GO_LIBRARY_HTTP_PROPAGATION: u32 = 1 << 2;
+
+/// `GoOffsets::enabled_libraries`: `database/sql` client spans.
+pub const GO_LIBRARY_SQL: u32 = 1 << 3;
+/// `GoOffsets::enabled_libraries`: gRPC server spans (with incoming `traceparent` metadata).
+pub const GO_LIBRARY_GRPC_SERVER: u32 = 1 << 4;
+/// `GoOffsets::enabled_libraries`: gRPC unary client spans.
+pub const GO_LIBRARY_GRPC_CLIENT: u32 = 1 << 5;
+/// `GoOffsets::enabled_libraries`: `traceparent` added to outgoing gRPC HEADERS frames.
+pub const GO_LIBRARY_GRPC_PROPAGATION: u32 = 1 << 6;
+
+/// `hpack.HeaderField` is `{Name, Value string; Sensitive bool}`: 40 bytes on 64-bit Go.
+pub const HPACK_HEADER_FIELD_SIZE: u64 = 40;
+/// Header fields of one incoming HEADERS frame searched for `traceparent`.
+pub const GRPC_METADATA_SCAN_MAX: u32 = 32;
+
+/// Bytes of the HPACK field added to an outgoing HEADERS frame: a literal without indexing
+/// with a new name (`0x00`), the name's length and bytes, the value's length and bytes.
+pub const TRACEPARENT_HPACK_LEN: usize = 1 + 1 + 11 + 1 + 55;
 
 /// Outgoing requests waiting for their `traceparent`, keyed by connection ports
 /// (`local << 16 | remote`, host order).
@@ -244,7 +358,15 @@ const _: () = assert!(
             + HTTP_PATH_LEN
             + HTTP_PROTO_LEN
 );
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 20 * 4);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 34 * 4);
+const _: () = assert!(core::mem::size_of::<DbSpan>() == 104 + 8 + DB_QUERY_LEN);
+const _: () =
+    assert!(core::mem::size_of::<GrpcServerSpan>() == 104 + 16 + GRPC_METHOD_LEN + IP_LEN);
+const _: () =
+    assert!(core::mem::size_of::<GrpcClientSpan>() == 104 + 8 + GRPC_METHOD_LEN + GRPC_TARGET_LEN);
+const _: () = assert!(core::mem::size_of::<DbSpan>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<GrpcServerSpan>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<GrpcClientSpan>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () =
     assert!(core::mem::size_of::<ServerCall>() == core::mem::size_of::<HttpServerSpan>() + 16);
@@ -256,8 +378,8 @@ const _: () = assert!(core::mem::size_of::<HttpClientSpan>().is_multiple_of(8));
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        ClientCall, GoOffsets, GoroutineKey, HttpClientSpan, HttpServerSpan, ServerCall,
-        SpanContext, SpanHeader,
+        ClientCall, DbSpan, GoOffsets, GoroutineKey, GrpcClientSpan, GrpcServerSpan,
+        HttpClientSpan, HttpServerSpan, ServerCall, SpanContext, SpanHeader,
     };
 
     // SAFETY: `#[repr(C)]`, integers and integer arrays only, no padding (sizes asserted
@@ -277,4 +399,10 @@ mod pod {
     unsafe impl aya::Pod for ServerCall {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ClientCall {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DbSpan {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for GrpcServerSpan {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for GrpcClientSpan {}
 }

@@ -1,4 +1,7 @@
-//! Go `net/http` instrumentation: uprobes at the entry and at every RET (never uretprobes:
+//! Go instrumentation: `net/http` here, `database/sql` in [`sql`] and gRPC in [`grpc`], sharing
+//! the per-process offsets, the span ring buffer and the active span of each goroutine.
+//!
+//! `net/http`: uprobes at the entry and at every RET (never uretprobes:
 //! they corrupt Go stacks) of `serverHandler.ServeHTTP` and `(*Transport).roundTrip`, plus the
 //! RETs of `textproto.(*Reader).readContinuedLineSlice` to pick up an incoming `traceparent`
 //! on every Go version (Go >= 1.24's swiss-table maps make walking `Request.Header` fragile).
@@ -29,9 +32,16 @@ use odiglet_common::go::{
     GO_LIBRARY_HTTP_SERVER, GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT,
     GO_SPAN_HTTP_SERVER, GoOffsets, GoroutineKey, HttpClientSpan, HttpServerSpan, OFFSET_NONE,
     SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED,
-    ServerCall, SpanContext, SpanHeader, TRACEPARENT_HEADER_LEN, connection_key,
+    ServerCall, SpanContext, SpanHeader, TRACEPARENT_HEADER_LEN, TRACEPARENT_HPACK_LEN,
+    connection_key,
 };
 use odiglet_ebpf::{go_register, goroutine, random_u64, read_go_string, read_user_at};
+
+// The crate root's modules resolve beside it: keep the Go probes together under go_http/.
+#[path = "go_http/grpc.rs"]
+mod grpc;
+#[path = "go_http/sql.rs"]
+mod sql;
 
 /// Finished spans for user space. Sized by user space at load time.
 #[map]
@@ -122,6 +132,17 @@ fn new_context(trace_id: Option<[u8; 16]>) -> SpanContext {
         trace_flags: 1,
         reserved: [0; 7],
     }
+}
+
+/// Makes a client span the child of the span active on its goroutine (a new trace without one).
+fn join_active_span(header: &mut SpanHeader, key: &GoroutineKey) {
+    // SAFETY: a lookup whose value is copied out at once.
+    let parent = unsafe { ACTIVE_SPANS.get(key) }.copied();
+    if let Some(parent) = parent {
+        header.parent = parent;
+        header.flags |= SPAN_FLAG_HAS_PARENT;
+    }
+    header.context = new_context(parent.map(|p| p.trace_id));
 }
 
 fn init_header(header: &mut SpanHeader, kind: u32, key: &GoroutineKey) {
@@ -349,13 +370,7 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     call.request = go_register(regs(ctx), 1);
     let span = &mut call.span;
     init_header(&mut span.header, GO_SPAN_HTTP_CLIENT, &key);
-    // SAFETY: a lookup whose value is copied out at once.
-    let parent = unsafe { ACTIVE_SPANS.get(key) }.copied();
-    if let Some(parent) = parent {
-        span.header.parent = parent;
-        span.header.flags |= SPAN_FLAG_HAS_PARENT;
-    }
-    span.header.context = new_context(parent.map(|p| p.trace_id));
+    join_active_span(&mut span.header, &key);
 
     let req = call.request;
     let mut flags = span.header.flags;
@@ -594,22 +609,37 @@ fn try_conn_entry(ctx: &ProbeContext) -> Result<(), i32> {
     };
     let pc = go_register(regs(ctx), 0);
     // SAFETY: user-memory reads along persistConn.conn -> *TCPConn -> *netFD -> *TCPAddr.
-    let ports = unsafe {
-        // An interface is (itab, data): the data word follows the type word.
-        let conn = pointer_field(pc, off.persist_conn_conn.wrapping_add(8));
+    let Some((local, remote)) = (unsafe { connection_ports(pc, off.persist_conn_conn, &off) })
+    else {
+        return Ok(());
+    };
+    let _ = OUTGOING.insert(connection_key(local, remote), context, 0);
+    Ok(())
+}
+
+/// (local, remote) ports of the TCP connection in the `net.Conn` interface at `owner + conn`:
+/// `*TCPConn` -> `conn.fd` (`*netFD`) -> `laddr`/`raddr` (`*TCPAddr`) -> `Port`.
+///
+/// # Safety
+/// User-memory reads only: a wrong pointer gives `None` or wrong ports, never a fault.
+#[inline(always)]
+unsafe fn connection_ports(owner: u64, conn: u32, off: &GoOffsets) -> Option<(u16, u16)> {
+    if conn == OFFSET_NONE || off.tcp_addr_port == OFFSET_NONE {
+        return None;
+    }
+    // SAFETY: forwarded contract. An interface is (itab, data): the data word follows.
+    unsafe {
+        let conn = pointer_field(owner, conn.wrapping_add(8));
         let fd = pointer_field(conn, off.tcp_conn_fd);
         let local = pointer_field(fd, off.net_fd_laddr.wrapping_add(8));
         let remote = pointer_field(fd, off.net_fd_raddr.wrapping_add(8));
-        if local == 0 || remote == 0 || off.tcp_addr_port == OFFSET_NONE {
-            return Ok(());
+        if local == 0 || remote == 0 {
+            return None;
         }
-        (
-            read_user_at::<u64>(local, off.tcp_addr_port)?,
-            read_user_at::<u64>(remote, off.tcp_addr_port)?,
-        )
-    };
-    let _ = OUTGOING.insert(connection_key(ports.0 as u16, ports.1 as u16), context, 0);
-    Ok(())
+        let local = read_user_at::<u64>(local, off.tcp_addr_port).ok()?;
+        let remote = read_user_at::<u64>(remote, off.tcp_addr_port).ok()?;
+        Some((local as u16, remote as u16))
+    }
 }
 
 #[sock_ops]
@@ -638,27 +668,44 @@ fn try_inject(ctx: &SkMsgContext) -> Result<(), i32> {
     let md = unsafe { &*ctx.msg };
     let key = connection_key(md.local_port as u16, u32::from_be(md.remote_port) as u16);
     // SAFETY: a lookup whose value is copied out at once.
-    let Some(context) = (unsafe { OUTGOING.get(key) }).copied() else {
+    if let Some(context) = (unsafe { OUTGOING.get(key) }).copied() {
+        let _ = OUTGOING.remove(key);
+        match inject(ctx, &context) {
+            Ok(true) => count(GO_COUNTER_INJECTED),
+            Ok(false) => count(GO_COUNTER_INJECT_SKIPPED),
+            Err(_) => count(GO_COUNTER_INJECT_FAILED),
+        }
         return Ok(());
-    };
-    let _ = OUTGOING.remove(key);
-    match inject(ctx, &context) {
-        Ok(true) => count(GO_COUNTER_INJECTED),
-        Ok(false) => count(GO_COUNTER_INJECT_SKIPPED),
-        Err(_) => count(GO_COUNTER_INJECT_FAILED),
+    }
+    // SAFETY: as above.
+    if let Some(context) = (unsafe { grpc::GRPC_OUTGOING.get(key) }).copied() {
+        // A message without a HEADERS frame (SETTINGS, WINDOW_UPDATE, PING...) leaves the
+        // context waiting for the next one.
+        match inject_hpack(ctx, &context) {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = grpc::GRPC_OUTGOING.remove(key);
+                count(GO_COUNTER_INJECTED);
+            }
+            Err(_) => {
+                let _ = grpc::GRPC_OUTGOING.remove(key);
+                count(GO_COUNTER_INJECT_FAILED);
+            }
+        }
     }
     Ok(())
 }
 
-/// Inserts the header after the request line. `Ok(false)`: the request already has one.
-fn inject(ctx: &SkMsgContext, context: &SpanContext) -> Result<bool, i32> {
+/// Copies up to `INSPECT_LEN` bytes of the message's start into `MESSAGE_SCRATCH`; returns how
+/// many (at least `min`).
+fn copy_message_start(ctx: &SkMsgContext, min: usize) -> Result<usize, i32> {
     let size = ctx.size() as usize;
     let inspect = if size > INSPECT_LEN {
         INSPECT_LEN
     } else {
         size
     };
-    if inspect < 16 {
+    if inspect < min {
         return Err(-1);
     }
     // SAFETY: the helper linearizes the first bytes of this message.
@@ -666,26 +713,177 @@ fn inject(ctx: &SkMsgContext, context: &SpanContext) -> Result<bool, i32> {
         return Err(-1);
     }
     let buf = MESSAGE_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
-    // SAFETY: per-CPU scratch, used only during this run.
-    let buf = unsafe { &mut *buf };
     let available = ctx.data_end().saturating_sub(ctx.data());
     let copy = if available < inspect {
         available
     } else {
         inspect
     };
-    if copy < 16 {
+    if copy < min {
         return Err(-1);
     }
     // Copy rather than parse in place: the verifier checks array indexes far more easily
     // than variable packet offsets.
     // SAFETY: reads `copy <= INSPECT_LEN` bytes of the linear message data into our buffer.
-    if unsafe {
-        bpf_probe_read_kernel(buf.as_mut_ptr().cast(), copy as u32, ctx.data() as *const _)
-    } != 0
+    if unsafe { bpf_probe_read_kernel(buf.cast(), copy as u32, ctx.data() as *const _) } != 0 {
+        return Err(-1);
+    }
+    Ok(copy)
+}
+
+// === outgoing gRPC trace context ===
+//
+// HTTP/2 compresses headers with HPACK, whose dynamic table both ends keep in step, so a header
+// cannot be spliced in as text. What can be added without touching that state is a *literal
+// header field without indexing, new name* (RFC 7541 §6.2.2): `0x00`, the name's length and
+// bytes, the value's length and bytes, neither Huffman-coded. It is appended at the end of the
+// stream's HEADERS frame (after every field the encoder wrote, so a dynamic table size update,
+// which must come first, stays first) and the frame's 24-bit length grows by its size.
+//
+// Limits: the HEADERS frame's 9-byte header must lie in the first `INSPECT_LEN` bytes of one
+// `sendmsg` and the whole frame in that message; frames with CONTINUATION (no END_HEADERS) or
+// padding are left alone; the context goes to the first HEADERS frame written on the connection
+// after the call chose it, so concurrent calls multiplexed on one connection may swap parents.
+// Clear text only (TLS encrypts before `sk_msg` sees the bytes).
+
+/// HTTP/2 frame types and flags used here.
+const H2_FRAME_HEADERS: u8 = 0x1;
+const H2_FLAG_END_HEADERS: u8 = 0x4;
+const H2_FLAG_PADDED: u8 = 0x8;
+const H2_FRAME_HEADER_LEN: usize = 9;
+/// SETTINGS_MAX_FRAME_SIZE's initial value, which grpc-go does not raise.
+const H2_DEFAULT_MAX_FRAME: usize = 16_384;
+/// The client connection preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+const H2_PREFACE_LEN: usize = 24;
+/// Frames walked per message.
+const H2_FRAMES_MAX: u32 = 16;
+
+/// State of the `bpf_loop` over the frames of a message.
+#[repr(C)]
+struct FrameScan {
+    /// Valid bytes in `MESSAGE_SCRATCH`.
+    copy: u64,
+    /// Where the next frame starts.
+    at: u64,
+    /// Result: offset of the HEADERS frame (its flags in `flags`, its length in `len`).
+    found: u64,
+    len: u64,
+    flags: u64,
+    seen: u64,
+}
+
+/// Appends `traceparent` to the first HEADERS frame. `Ok(false)`: the message has none.
+fn inject_hpack(ctx: &SkMsgContext, context: &SpanContext) -> Result<bool, i32> {
+    let copy = copy_message_start(ctx, H2_FRAME_HEADER_LEN)?;
+    let buf = MESSAGE_SCRATCH.get_ptr(0).ok_or(-1)?;
+    // SAFETY: per-CPU scratch filled just above.
+    let preface = unsafe { (*buf).starts_with(b"PRI * HTTP/2.0") };
+    let mut scan = FrameScan {
+        copy: copy as u64,
+        at: if preface { H2_PREFACE_LEN as u64 } else { 0 },
+        found: 0,
+        len: 0,
+        flags: 0,
+        seen: 0,
+    };
+    // SAFETY: the callback has the signature bpf_loop expects; `scan` outlives the call.
+    unsafe {
+        bpf_loop(
+            H2_FRAMES_MAX,
+            find_headers_frame as *mut c_void,
+            (&raw mut scan).cast(),
+            0,
+        )
+    };
+    if scan.seen == 0 {
+        return Ok(false);
+    }
+    let (frame, len, flags) = (scan.found as u32, scan.len as u32, scan.flags as u8);
+    let end = frame + H2_FRAME_HEADER_LEN as u32 + len;
+    if flags & H2_FLAG_END_HEADERS == 0
+        || flags & H2_FLAG_PADDED != 0
+        || end > ctx.size()
+        || len as usize + TRACEPARENT_HPACK_LEN > H2_DEFAULT_MAX_FRAME
     {
         return Err(-1);
     }
+    ctx.push_data(end, TRACEPARENT_HPACK_LEN as u32, 0)?;
+    // SAFETY: makes the pushed bytes linear; afterwards `data` points at `end`.
+    if unsafe { bpf_msg_pull_data(ctx.msg, end, end + TRACEPARENT_HPACK_LEN as u32, 0) } != 0 {
+        return Err(-1);
+    }
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    if data + TRACEPARENT_HPACK_LEN > data_end {
+        return Err(-1);
+    }
+    let field = traceparent_hpack(context);
+    for (k, byte) in field.iter().enumerate() {
+        // SAFETY: `data + k < data + TRACEPARENT_HPACK_LEN <= data_end`, checked above.
+        unsafe { *((data + k) as *mut u8) = *byte };
+    }
+    // The frame's length, big-endian in its first three bytes.
+    // SAFETY: makes the frame header linear; afterwards `data` points at `frame`.
+    if unsafe { bpf_msg_pull_data(ctx.msg, frame, frame + 3, 0) } != 0 {
+        return Err(-1);
+    }
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    if data + 3 > data_end {
+        return Err(-1);
+    }
+    let grown = (len + TRACEPARENT_HPACK_LEN as u32).to_be_bytes();
+    for k in 0..3 {
+        // SAFETY: `data + k < data + 3 <= data_end`, checked above.
+        unsafe { *((data + k) as *mut u8) = grown[k + 1] };
+    }
+    Ok(true)
+}
+
+/// `bpf_loop` callback: steps over frames until a HEADERS one. Returns 1 to stop.
+#[inline(never)]
+extern "C" fn find_headers_frame(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `FrameScan` pointer given to it.
+    let scan = unsafe { &mut *ctx.cast::<FrameScan>() };
+    let Some(buf) = MESSAGE_SCRATCH.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch filled by the caller in this same run.
+    let buf = unsafe { &*buf };
+    let i = scan.at as usize;
+    // Bound `i` itself: the verifier tracks the register that indexes.
+    if i >= INSPECT_LEN - H2_FRAME_HEADER_LEN || scan.at + H2_FRAME_HEADER_LEN as u64 > scan.copy {
+        return 1;
+    }
+    let len = u64::from(buf[i]) << 16 | u64::from(buf[i + 1]) << 8 | u64::from(buf[i + 2]);
+    if buf[i + 3] == H2_FRAME_HEADERS {
+        scan.found = scan.at;
+        scan.len = len;
+        scan.flags = u64::from(buf[i + 4]);
+        scan.seen = 1;
+        return 1;
+    }
+    scan.at += H2_FRAME_HEADER_LEN as u64 + len;
+    0
+}
+
+/// The HPACK literal carrying `traceparent: 00-<trace id>-<span id>-<flags>`.
+fn traceparent_hpack(context: &SpanContext) -> [u8; TRACEPARENT_HPACK_LEN] {
+    let mut out = [0u8; TRACEPARENT_HPACK_LEN];
+    out[0] = 0x00;
+    out[1] = 11;
+    out[2..13].copy_from_slice(b"traceparent");
+    out[13] = TRACEPARENT_VALUE_LEN as u8;
+    let header = traceparent_header(context);
+    // `traceparent: ` is 13 bytes; the value follows, before the CRLF.
+    out[14..].copy_from_slice(&header[13..13 + TRACEPARENT_VALUE_LEN]);
+    out
+}
+
+/// Inserts the header after the request line. `Ok(false)`: the request already has one.
+fn inject(ctx: &SkMsgContext, context: &SpanContext) -> Result<bool, i32> {
+    let copy = copy_message_start(ctx, 16)?;
+    let buf = MESSAGE_SCRATCH.get_ptr(0).ok_or(-1)?;
+    // SAFETY: per-CPU scratch filled just above, used only during this run.
+    let buf = unsafe { &*buf };
     // The request line ends with " HTTP/1.x\r\n". Both scans run under `bpf_loop`, which
     // verifies the callback once instead of every iteration of a variable-bound loop.
     let mut scan = Scan {

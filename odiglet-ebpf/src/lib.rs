@@ -106,24 +106,41 @@ pub unsafe fn read_go_string<const N: usize>(
     header: u64,
     dst: &mut [u8; N],
 ) -> Result<(u16, bool), i32> {
-    // SAFETY: user-memory reads checked by the kernel; the copy is bounded by `N` below.
+    // SAFETY: user-memory reads checked by the kernel.
     unsafe {
         let ptr: u64 = read_user_at(header, 0)?;
         let len: u64 = read_user_at(header, 8)?;
-        let truncated = len > N as u64;
-        let n = if truncated { N as u64 } else { len };
-        if n > 0 {
-            let copied = aya_ebpf::helpers::generated::bpf_probe_read_user(
+        read_go_bytes(ptr, len, dst)
+    }
+}
+
+/// Copies `len` bytes at `ptr` (a Go string or slice already in registers) into `dst`, cut to
+/// `N`. Returns the bytes copied and whether the value was longer than `dst`.
+///
+/// # Safety
+/// As [`read_user_at`].
+#[inline(always)]
+pub unsafe fn read_go_bytes<const N: usize>(
+    ptr: u64,
+    len: u64,
+    dst: &mut [u8; N],
+) -> Result<(u16, bool), i32> {
+    let truncated = len > N as u64;
+    let n = if truncated { N as u64 } else { len };
+    if n > 0 {
+        // SAFETY: the copy is bounded by `N`; the kernel checks the source address.
+        let copied = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(
                 dst.as_mut_ptr().cast(),
                 n as u32,
                 ptr as *const _,
-            );
-            if copied != 0 {
-                return Err(copied as i32);
-            }
+            )
+        };
+        if copied != 0 {
+            return Err(copied as i32);
         }
-        Ok((n as u16, truncated))
     }
+    Ok((n as u16, truncated))
 }
 
 /// A random, non-zero 64-bit id.

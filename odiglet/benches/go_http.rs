@@ -1,6 +1,9 @@
 //! Throughput of a hello-world Go HTTP server with and without odiglet's instrumentation
-//! (server spans, incoming-context probe, ring buffer drained by the real span reader).
-//! Needs root and Go (`cargo xtask setup`). `cargo bench -p odiglet --bench go_http`.
+//! (server spans, incoming-context probe, ring buffer drained by the real span reader), and
+//! the floor under it: an empty uprobe program attached at exactly the same points, so the
+//! trap cost of the kernel is told apart from the cost of odiglet's programs.
+//! Needs root, Go (`cargo xtask setup`) and the eBPF objects (`cargo xtask build-ebpf`).
+//! `cargo bench -p odiglet --bench go_http`.
 //!
 //! Arms alternate in rounds against the same server process, so the ratio is what to read.
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -8,32 +11,38 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    path::Path,
-    process::{Child, Command, Stdio},
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 mod common;
+#[path = "common/go.rs"]
+mod go_arms;
 
-use odiglet::{
-    instrument::{ALL_LIBRARIES, GoProbes, resolve_targets},
-    pipeline::{ProcessSpan, ResourceRegistry, SpanReader, SpanSink},
-    ring,
+use aya::{
+    Ebpf,
+    maps::PerCpuArray,
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
 };
+use go_arms::{Instrumented, Target, median};
+use odiglet::instrument::{ALL_LIBRARIES, ProcessTargets, resolve_targets};
 
 const ROUNDS: usize = 5;
 const ROUND_TIME: Duration = Duration::from_secs(3);
-/// Counts spans instead of exporting them: the bench measures the target, not the network.
-struct CountingSink(std::sync::atomic::AtomicU64);
-
-impl SpanSink for CountingSink {
-    fn offer(&self, _span: ProcessSpan) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// Keep-alive GETs for `duration` on one connection; returns requests per second.
 fn drive(port: u16, duration: Duration) -> f64 {
+    let (done, elapsed) = drive_bounded(port, duration, u64::MAX);
+    done as f64 / elapsed.as_secs_f64()
+}
+
+/// Keep-alive GETs until `duration` passes or `max_requests` are done; returns both.
+fn drive_bounded(port: u16, duration: Duration, max_requests: u64) -> (u64, Duration) {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let mut writer = stream.try_clone().expect("clone");
@@ -41,7 +50,7 @@ fn drive(port: u16, duration: Duration) -> f64 {
     let request = format!("GET /hello HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     let start = Instant::now();
     let mut done = 0u64;
-    while start.elapsed() < duration {
+    while start.elapsed() < duration && done < max_requests {
         writer.write_all(request.as_bytes()).expect("send");
         let mut length = 0usize;
         loop {
@@ -58,16 +67,57 @@ fn drive(port: u16, duration: Duration) -> f64 {
         reader.read_exact(&mut body).expect("read body");
         done += 1;
     }
-    done as f64 / start.elapsed().as_secs_f64()
+    (done, start.elapsed())
 }
 
-struct Server(Child);
+/// The empty-uprobe object built by `cargo xtask build-ebpf` (benchmarks only).
+fn floor_object(root: &Path) -> PathBuf {
+    root.join("target/ebpf/bpfel-unknown-none/release/uprobe_floor")
+}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The entries and RETs of every function with probes; a superset of what the Go probes
+/// attach to (they use only the RETs of the header-line function and the entry of the
+/// connection function), so the floor is, if anything, an overestimate.
+fn probe_points(targets: &ProcessTargets) -> Vec<u64> {
+    let functions = [
+        &targets.http_server,
+        &targets.http_client,
+        &targets.header_line,
+        &targets.connection,
+    ];
+    functions
+        .into_iter()
+        .flatten()
+        .flat_map(|f| std::iter::once(f.entry).chain(f.returns.iter().copied()))
+        .collect()
+}
+
+/// `program` of the floor object attached at every probe point of `pid`; dropping detaches.
+fn attach_floor(object: &Path, program: &str, pid: u32, targets: &ProcessTargets) -> Ebpf {
+    let mut ebpf = Ebpf::load_file(object).expect("load the floor object");
+    let probe: &mut UProbe = ebpf
+        .program_mut(program)
+        .expect("floor program")
+        .try_into()
+        .expect("a uprobe");
+    probe.load().expect("load floor program");
+    let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid"));
+    for offset in probe_points(targets) {
+        probe
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                &targets.exe,
+                scope,
+            )
+            .expect("attach floor uprobe");
     }
+    ebpf
+}
+
+fn floor_hits(ebpf: &Ebpf) -> u64 {
+    let hits: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("FLOOR_HITS").expect("FLOOR_HITS")).expect("per-cpu array");
+    hits.get(&0, 0).expect("slot 0").iter().sum()
 }
 
 fn main() {
@@ -81,13 +131,21 @@ fn main() {
         println!("SKIPPED: {} missing: run `cargo xtask setup`", go.display());
         return;
     }
+    let floor = floor_object(&root);
+    if !floor.exists() {
+        println!(
+            "SKIPPED: {} missing: run `cargo xtask build-ebpf`",
+            floor.display()
+        );
+        return;
+    }
     let binary = common::build_go_server(&go, &root.join("target/bench-go-http"));
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
-    let server = Server(
+    let server = Target(
         Command::new(&binary)
             .arg(port.to_string())
             .stdout(Stdio::null())
@@ -99,66 +157,73 @@ fn main() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = go_arms::runtime();
     let pid = server.0.id();
+    let targets = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES)
+        .expect("targets")
+        .targets;
     drive(port, Duration::from_millis(500)); // warm up
 
-    let (mut base, mut traced, mut spans) = (Vec::new(), Vec::new(), 0u64);
+    // Uprobe hits per request, counted once by the counting floor program.
+    let counting = attach_floor(&floor, "floor_count", pid, &targets);
+    let (counted, _) = drive_bounded(port, Duration::from_secs(10), 2000);
+    let hits_per_request = floor_hits(&counting) as f64 / counted as f64;
+    drop(counting);
+
+    let (mut base, mut empty, mut disabled, mut traced) = (vec![], vec![], vec![], vec![]);
+    let mut spans = 0u64;
     for _ in 0..ROUNDS {
         base.push(drive(port, ROUND_TIME));
-        let sink = std::sync::Arc::new(CountingSink(Default::default()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (mut probes, reader) = runtime.block_on(async {
-            let mut probes = GoProbes::load(1 << 24).expect("Go probes load");
-            let ring = ring::register(probes.take_spans().expect("ring")).expect("register");
-            let targets = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES).expect("targets");
-            probes.attach(pid, &targets.targets).expect("attach");
-            let reader = SpanReader::new(ring, ResourceRegistry::new(), SinkRef(sink.clone()))
-                .spawn(async move {
-                    let _ = stopped.await;
-                });
-            (probes, reader)
-        });
+
+        let floor_probes = attach_floor(&floor, "floor_empty", pid, &targets);
+        empty.push(drive(port, ROUND_TIME));
+        drop(floor_probes);
+
+        let mut instrumented = Instrumented::attach(&runtime, pid, |_| {});
+        // The real programs with every library switched off: map lookup and early return.
+        instrumented
+            .probes
+            .set_libraries(pid, 0)
+            .expect("disable libraries");
+        disabled.push(drive(port, ROUND_TIME));
+        instrumented
+            .probes
+            .set_libraries(pid, ALL_LIBRARIES)
+            .expect("enable libraries");
         traced.push(drive(port, ROUND_TIME));
-        probes.detach(pid);
-        let _ = stop.send(());
-        runtime.block_on(reader).expect("reader");
-        spans += sink.0.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(
-            probes.counters().ringbuf_full,
-            0,
-            "the bench must not lose spans"
-        );
+        spans += instrumented.finish(&runtime);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let traced_requests: f64 = traced
         .iter()
         .map(|rps| rps * ROUND_TIME.as_secs_f64())
         .sum();
-    let (base, traced) = (median(base), median(traced));
+    let (base, empty, disabled, traced) = (
+        median(base),
+        median(empty),
+        median(disabled),
+        median(traced),
+    );
+    // Added latency per request, spread over the uprobe hits of a request.
+    let per_hit_ns = |rps: f64| (1e9 / rps - 1e9 / base) / hits_per_request;
     println!(
         "hello-world Go 1.25 server, one keep-alive client, {ROUNDS} rounds x {ROUND_TIME:?} per arm"
     );
-    println!("  baseline (not instrumented)   {base:>10.0} req/s   ratio 1.000");
-    println!(
-        "  instrumented (spans read)     {traced:>10.0} req/s   ratio {:.3}",
-        traced / base
-    );
-    println!("  spans read: {spans} for about {traced_requests:.0} instrumented requests");
-}
-
-/// Shares one counting sink between the reader task and the bench.
-struct SinkRef(std::sync::Arc<CountingSink>);
-
-impl SpanSink for SinkRef {
-    fn offer(&self, span: ProcessSpan) {
-        self.0.offer(span);
+    println!("  uprobe hits per request: {hits_per_request:.2}");
+    println!("  arm                               req/s   ratio   ns per hit");
+    println!("  baseline (not instrumented)  {base:>10.0}   1.000");
+    for (arm, rps) in [
+        ("empty uprobe (floor)       ", empty),
+        ("Go probes, libraries off   ", disabled),
+        ("Go probes, spans read      ", traced),
+    ] {
+        println!(
+            "  {arm}  {rps:>10.0}   {:.3}   {:>8.0}",
+            rps / base,
+            per_hit_ns(rps)
+        );
     }
+    println!(
+        "  instrumented vs floor: ratio {:.3}; spans read: {spans} for about {traced_requests:.0} requests",
+        traced / empty
+    );
 }

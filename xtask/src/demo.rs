@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the main job, end to end. Builds two small Go services (frontend calls
-//! backend over HTTP), runs them, runs `odiglet trace` against both, drives requests, and prints
+//! backend over HTTP, backend queries its inventory through `database/sql`), runs them, runs `odiglet trace` against both, drives requests, and prints
 //! the traces odiglet exported as a tree (service, span, duration, status). Everything it
 //! starts is stopped when it returns, on success or failure.
 

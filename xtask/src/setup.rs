@@ -29,6 +29,9 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-server",
     "musl-tools",
     "g++",
+    // Go library sources for Go 1.19 GOPATH builds of the gRPC and lib/pq test targets.
+    "golang-google-grpc-dev",
+    "golang-github-lib-pq-dev",
 ];
 
 /// Debian's hook that `invoke-rc.d` asks before starting a service; exit 101 means "no".

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::CliError;
 use crate::{
     export::{DEFAULT_OTLP_ENDPOINT, ExportTarget, ExporterConfig},
-    instrument::{ALL_LIBRARIES, GoCounters, resolve_targets},
+    instrument::{GoCounters, LIBRARIES, library_bits, resolve_targets},
     manager::Engine,
     pipeline::ResourceAttributes,
     process::{ProcessEvent, ProcessEventKind, ProcessWatcher, WatcherConfig},
@@ -46,15 +46,27 @@ pub struct TraceArgs {
     /// Write spans to stdout instead of exporting them.
     #[arg(long, value_enum)]
     stdout: Option<StdoutFormat>,
-    /// Do not inject `traceparent` into outgoing HTTP/1 requests.
+    /// Do not inject `traceparent` into outgoing HTTP/1 requests and gRPC calls.
     #[arg(long)]
     no_propagation: bool,
+    /// A Go library not to instrument, by import path: `net/http`, `google.golang.org/grpc`
+    /// or `database/sql` (repeatable).
+    #[arg(long = "disable-library", value_name = "IMPORT_PATH", value_parser = known_library)]
+    disabled_libraries: Vec<String>,
     /// Root of the proc filesystem.
     #[arg(long, env = "ODIGOS_PROC_DIR", default_value = "/proc")]
     proc_dir: PathBuf,
     /// Ring-buffer size for spans, in bytes (a power of two, at least a page).
     #[arg(long, default_value_t = 8 << 20)]
     ring_buffer_bytes: u32,
+}
+
+fn known_library(name: &str) -> Result<String, String> {
+    if LIBRARIES.iter().any(|(known, _)| *known == name) {
+        return Ok(name.to_owned());
+    }
+    let known: Vec<&str> = LIBRARIES.iter().map(|(known, _)| *known).collect();
+    Err(format!("unknown library (known: {})", known.join(", ")))
 }
 
 pub fn execute(args: TraceArgs) -> Result<(), CliError> {
@@ -105,6 +117,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     }
     let mut tracer = Tracer {
         engine,
+        libraries: library_bits(&args.disabled_libraries),
         proc_root: args.proc_dir.clone(),
         service_name: args.service_name.clone(),
         attached: HashSet::new(),
@@ -143,6 +156,8 @@ fn file_identity(path: &Path) -> anyhow::Result<(u64, u64)> {
 
 struct Tracer {
     engine: Engine,
+    /// `GO_LIBRARY_*` bits to instrument.
+    libraries: u32,
     proc_root: PathBuf,
     service_name: Option<String>,
     attached: HashSet<u32>,
@@ -195,7 +210,7 @@ impl Tracer {
 
     /// Attaches to `pid`; a process that cannot be instrumented is a logged error, not fatal.
     fn attach(&mut self, pid: u32) {
-        let resolved = match resolve_targets(&self.proc_root, pid, ALL_LIBRARIES) {
+        let resolved = match resolve_targets(&self.proc_root, pid, self.libraries) {
             Ok(resolved) => resolved,
             Err(error) => {
                 warn!(pid, error = %format!("{error:#}"), "cannot instrument process");

@@ -69,6 +69,9 @@ pub struct Field {
     /// First and last `major.minor` the probes use it for (inclusive).
     pub since: (u32, u32),
     pub until: Option<(u32, u32)>,
+    /// The module the struct belongs to when it is not the standard library's: such fields
+    /// are optional (most binaries do not link the module; its library is then skipped).
+    pub module: Option<&'static str>,
 }
 
 impl Field {
@@ -86,8 +89,27 @@ const fn field(key: &'static str, structure: &'static str, member: &'static str)
         member,
         since: (1, 17),
         until: None,
+        module: None,
     }
 }
+
+/// A field of a struct in `module` (not the standard library).
+const fn module_field(
+    module: &'static str,
+    key: &'static str,
+    structure: &'static str,
+    member: &'static str,
+) -> Field {
+    Field {
+        module: Some(module),
+        ..field(key, structure, member)
+    }
+}
+
+/// The gRPC module and the modules whose structs its probes read.
+pub const GRPC_MODULE: &str = "google.golang.org/grpc";
+const GENPROTO_MODULE: &str = "google.golang.org/genproto";
+const X_NET_MODULE: &str = "golang.org/x/net";
 
 const REQUEST: &str = "net/http.Request";
 const URL: &str = "net/url.URL";
@@ -130,6 +152,80 @@ pub const FIELDS: &[Field] = &[
     field("net_fd_laddr", "net.netFD", "laddr"),
     field("net_fd_raddr", "net.netFD", "raddr"),
     field("tcp_addr_port", "net.TCPAddr", "Port"),
+    field("tcp_addr_ip", "net.TCPAddr", "IP"),
+    // gRPC (grpc-go before 1.69, where `transport.Stream` split into client and server types).
+    module_field(
+        GRPC_MODULE,
+        "grpc_stream_id",
+        "google.golang.org/grpc/internal/transport.Stream",
+        "id",
+    ),
+    module_field(
+        GRPC_MODULE,
+        "grpc_stream_method",
+        "google.golang.org/grpc/internal/transport.Stream",
+        "method",
+    ),
+    module_field(
+        GRPC_MODULE,
+        "grpc_server_remote_addr",
+        "google.golang.org/grpc/internal/transport.http2Server",
+        "remoteAddr",
+    ),
+    module_field(
+        GRPC_MODULE,
+        "grpc_status_proto",
+        "google.golang.org/grpc/internal/status.Status",
+        "s",
+    ),
+    module_field(
+        GRPC_MODULE,
+        "grpc_error_proto",
+        "google.golang.org/grpc/internal/status.Error",
+        "e",
+    ),
+    module_field(
+        GENPROTO_MODULE,
+        "rpc_status_code",
+        "google.golang.org/genproto/googleapis/rpc/status.Status",
+        "Code",
+    ),
+    module_field(
+        GRPC_MODULE,
+        "grpc_client_conn_target",
+        "google.golang.org/grpc.ClientConn",
+        "target",
+    ),
+    module_field(
+        GRPC_MODULE,
+        "grpc_client_transport_conn",
+        "google.golang.org/grpc/internal/transport.http2Client",
+        "conn",
+    ),
+    module_field(
+        X_NET_MODULE,
+        "http2_meta_headers_frame",
+        "golang.org/x/net/http2.MetaHeadersFrame",
+        "HeadersFrame",
+    ),
+    module_field(
+        X_NET_MODULE,
+        "http2_meta_fields",
+        "golang.org/x/net/http2.MetaHeadersFrame",
+        "Fields",
+    ),
+    module_field(
+        X_NET_MODULE,
+        "http2_headers_frame_header",
+        "golang.org/x/net/http2.HeadersFrame",
+        "FrameHeader",
+    ),
+    module_field(
+        X_NET_MODULE,
+        "http2_frame_stream_id",
+        "golang.org/x/net/http2.FrameHeader",
+        "StreamID",
+    ),
 ];
 
 /// Offsets with every field [`OFFSET_NONE`] (and no library enabled).
@@ -154,6 +250,20 @@ pub fn empty_offsets() -> GoOffsets {
         net_fd_laddr: OFFSET_NONE,
         net_fd_raddr: OFFSET_NONE,
         tcp_addr_port: OFFSET_NONE,
+        tcp_addr_ip: OFFSET_NONE,
+        grpc_stream_id: OFFSET_NONE,
+        grpc_stream_method: OFFSET_NONE,
+        grpc_server_remote_addr: OFFSET_NONE,
+        grpc_status_proto: OFFSET_NONE,
+        grpc_error_proto: OFFSET_NONE,
+        rpc_status_code: OFFSET_NONE,
+        grpc_client_conn_target: OFFSET_NONE,
+        grpc_client_transport_conn: OFFSET_NONE,
+        http2_meta_headers_frame: OFFSET_NONE,
+        http2_meta_fields: OFFSET_NONE,
+        http2_headers_frame_header: OFFSET_NONE,
+        http2_frame_stream_id: OFFSET_NONE,
+        db_system: odiglet_common::go::DB_SYSTEM_OTHER,
         enabled_libraries: 0,
     }
 }
@@ -180,6 +290,19 @@ pub fn slot<'a>(offsets: &'a mut GoOffsets, key: &str) -> Option<&'a mut u32> {
         "net_fd_laddr" => &mut offsets.net_fd_laddr,
         "net_fd_raddr" => &mut offsets.net_fd_raddr,
         "tcp_addr_port" => &mut offsets.tcp_addr_port,
+        "tcp_addr_ip" => &mut offsets.tcp_addr_ip,
+        "grpc_stream_id" => &mut offsets.grpc_stream_id,
+        "grpc_stream_method" => &mut offsets.grpc_stream_method,
+        "grpc_server_remote_addr" => &mut offsets.grpc_server_remote_addr,
+        "grpc_status_proto" => &mut offsets.grpc_status_proto,
+        "grpc_error_proto" => &mut offsets.grpc_error_proto,
+        "rpc_status_code" => &mut offsets.rpc_status_code,
+        "grpc_client_conn_target" => &mut offsets.grpc_client_conn_target,
+        "grpc_client_transport_conn" => &mut offsets.grpc_client_transport_conn,
+        "http2_meta_headers_frame" => &mut offsets.http2_meta_headers_frame,
+        "http2_meta_fields" => &mut offsets.http2_meta_fields,
+        "http2_headers_frame_header" => &mut offsets.http2_headers_frame_header,
+        "http2_frame_stream_id" => &mut offsets.http2_frame_stream_id,
         _ => return None,
     })
 }
@@ -204,6 +327,13 @@ mod tests {
         assert_eq!(offsets.request_method, 0);
         assert_eq!(offsets.client_response_proto, 13);
         assert_eq!(offsets.tcp_addr_port, 18);
+        assert_eq!(offsets.http2_frame_stream_id, 31);
+        assert!(
+            FIELDS
+                .iter()
+                .filter(|f| f.module.is_some())
+                .all(|f| f.key != "tcp_addr_ip")
+        );
         let pattern = FIELDS.iter().find(|f| f.key == "request_pattern");
         let pat = FIELDS.iter().find(|f| f.key == "request_pat");
         let (pattern, pat) = (pattern.expect("pattern"), pat.expect("pat"));

@@ -113,6 +113,8 @@ pub struct ResolvedOffsets {
     /// As embedded, e.g. `go1.25.5`.
     pub go_version: String,
     pub source: OffsetSource,
+    /// The modules compiled in (empty for GOPATH-mode builds), for library version gates.
+    pub modules: Vec<GoModule>,
 }
 
 fn open(binary: &Path) -> Result<ElfImage, GoElfError> {
@@ -220,22 +222,45 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
             version,
         });
     }
-    let dwarf = match dwarf::read_offsets(&image, version) {
-        Ok(Some(offsets)) => {
+    let table = offsets_table::shipped().lookup(version);
+    let dwarf = match dwarf::read_partial(&image, version) {
+        Ok(Some(partial)) if partial.missing.is_empty() => {
             return Ok(ResolvedOffsets {
-                offsets,
+                offsets: partial.offsets,
                 go_version: info.version,
                 source: OffsetSource::Dwarf,
+                modules: info.modules,
             });
         }
+        // Standard fields the linker dropped with unused code: the table gives them, the
+        // DWARF still gives the modules' (which the table has not).
+        Ok(Some(partial)) => match table {
+            Some(table) => {
+                return Ok(ResolvedOffsets {
+                    offsets: with_module_fields(table, &partial.offsets),
+                    go_version: info.version,
+                    source: OffsetSource::Table,
+                    modules: info.modules,
+                });
+            }
+            None => {
+                let lacks: Vec<String> = partial
+                    .missing
+                    .iter()
+                    .map(|f| format!("{}.{}", f.structure, f.member))
+                    .collect();
+                format!("its DWARF lacks {}", lacks.join(", "))
+            }
+        },
         Ok(None) => "the binary has no DWARF".to_owned(),
         Err(error) => format!("its DWARF does not do ({})", error_chain(&error)),
     };
-    match offsets_table::shipped().lookup(version) {
+    match table {
         Some(offsets) => Ok(ResolvedOffsets {
             offsets,
             go_version: info.version,
             source: OffsetSource::Table,
+            modules: info.modules,
         }),
         None => Err(GoElfError::NoOffsets {
             path: path(),
@@ -244,6 +269,19 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
             dwarf,
         }),
     }
+}
+
+/// `table` with the module (non-standard) fields taken from `dwarf`.
+fn with_module_fields(mut table: GoOffsets, dwarf: &GoOffsets) -> GoOffsets {
+    for field in fields::FIELDS.iter().filter(|f| f.module.is_some()) {
+        if let (Some(slot), Some(value)) = (
+            fields::slot(&mut table, field.key),
+            fields::get(dwarf, field.key),
+        ) {
+            *slot = value;
+        }
+    }
+    table
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -41,17 +41,24 @@ impl OffsetsTable {
         let entry = self.versions.get(&version.minor_key())?;
         let mut offsets = fields::empty_offsets();
         for field in FIELDS.iter().filter(|f| f.applies_to(version)) {
-            let value = entry.offsets.get(field.key).copied().flatten()?;
+            let value = entry.offsets.get(field.key).copied().flatten();
+            // Module fields (gRPC) are optional: the table holds the standard library's.
+            let value = match (value, field.module) {
+                (Some(value), _) => value,
+                (None, Some(_)) => continue,
+                (None, None) => return None,
+            };
             *fields::slot(&mut offsets, field.key)? = value;
         }
         Some(offsets)
     }
 
-    /// Records `offsets`, found in the DWARF of Go `version`. Fails when another release of the
+    /// Records the standard library's `offsets`, found in the DWARF of Go `version`. Fails when another release of the
     /// same minor gave different offsets (the table's key would then be wrong).
     pub fn record(&mut self, version: GoVersion, offsets: &GoOffsets) -> Result<(), String> {
         let values: BTreeMap<String, Option<u32>> = FIELDS
             .iter()
+            .filter(|f| f.module.is_none())
             .map(|f| {
                 let value = fields::get(offsets, f.key).filter(|v| *v != OFFSET_NONE);
                 (f.key.to_owned(), value)
@@ -116,7 +123,7 @@ mod tests {
     fn record_round_trips_and_refuses_conflicts() {
         let mut offsets = fields::empty_offsets();
         for (index, field) in FIELDS.iter().enumerate() {
-            if field.applies_to(GoVersion::new(1, 22, 0)) {
+            if field.applies_to(GoVersion::new(1, 22, 0)) && field.module.is_none() {
                 let value = u32::try_from(index * 8).expect("small");
                 *fields::slot(&mut offsets, field.key).expect("slot") = value;
             }

@@ -3,11 +3,14 @@
 //! found, and hands per-process struct offsets to the probes through a map.
 //!
 //! What to instrument (which processes, which libraries) is decided upstream; this module owns
-//! all aya attach state and gives the span ring buffer to the pipeline once.
+//! all aya attach state and gives the span ring buffer to the pipeline once. [`LIBRARIES`]
+//! names the libraries as users configure them (`disabledLibraries`).
 
+mod libraries;
 mod probes;
 mod targets;
 
+pub use libraries::{LIBRARIES, library_bits};
 pub use probes::{AttachError, FunctionOffsets, GoCounters, GoProbes, ProcessTargets};
 pub use targets::{ALL_LIBRARIES, ResolvedTargets, TargetError, resolve as resolve_targets};
 
@@ -19,3 +22,19 @@ pub const HTTP_CLIENT_FUNCTION: &str = "net/http.(*Transport).roundTrip";
 pub const HEADER_LINE_FUNCTION: &str = "net/textproto.(*Reader).readContinuedLineSlice";
 /// Sends a client request on a chosen connection: where its ports become known.
 pub const CONNECTION_FUNCTION: &str = "net/http.(*persistConn).roundTrip";
+/// `database/sql`: every query and exec of `DB`, `Conn` and `Tx`, with the statement text.
+pub const SQL_QUERY_FUNCTION: &str = "database/sql.(*DB).queryDC";
+pub const SQL_EXEC_FUNCTION: &str = "database/sql.(*DB).execDC";
+/// gRPC server: runs one stream's handler.
+pub const GRPC_SERVER_FUNCTION: &str = "google.golang.org/grpc.(*Server).handleStream";
+/// gRPC server: writes a stream's status (on the handler's goroutine).
+pub const GRPC_STATUS_FUNCTION: &str =
+    "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus";
+/// gRPC server: decodes a new stream's HEADERS (its metadata carries `traceparent`).
+pub const GRPC_HEADERS_FUNCTION: &str =
+    "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders";
+/// gRPC client: one unary call.
+pub const GRPC_CLIENT_FUNCTION: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
+/// gRPC client: opens the call's stream on a chosen transport (where its ports become known).
+pub const GRPC_STREAM_FUNCTION: &str =
+    "google.golang.org/grpc/internal/transport.(*http2Client).NewStream";

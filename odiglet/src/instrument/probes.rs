@@ -18,9 +18,10 @@ use aya::{
     },
 };
 use odiglet_common::go::{
-    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED, GO_COUNTER_INJECT_SKIPPED,
-    GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL,
-    GoOffsets, GoroutineKey, ServerCall, SpanContext,
+    ClientCall, DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED,
+    GO_COUNTER_INJECT_SKIPPED, GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY,
+    GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL, GoOffsets, GoroutineKey, GrpcClientSpan,
+    GrpcServerSpan, ServerCall, SpanContext,
 };
 use tracing::{debug, warn};
 
@@ -32,13 +33,35 @@ const CLIENT_ENTRY: &str = "odiglet_go_http_client_entry";
 const CLIENT_RETURN: &str = "odiglet_go_http_client_return";
 const HEADER_LINE_RETURN: &str = "odiglet_go_textproto_line_return";
 const CONNECTION_ENTRY: &str = "odiglet_go_http_conn_entry";
-const UPROBES: [&str; 6] = [
+const SQL_QUERY_ENTRY: &str = "odiglet_go_sql_query_entry";
+const SQL_QUERY_RETURN: &str = "odiglet_go_sql_query_return";
+const SQL_EXEC_ENTRY: &str = "odiglet_go_sql_exec_entry";
+const SQL_EXEC_RETURN: &str = "odiglet_go_sql_exec_return";
+const GRPC_SERVER_ENTRY: &str = "odiglet_go_grpc_server_entry";
+const GRPC_SERVER_RETURN: &str = "odiglet_go_grpc_server_return";
+const GRPC_STATUS_ENTRY: &str = "odiglet_go_grpc_status_entry";
+const GRPC_HEADERS_ENTRY: &str = "odiglet_go_grpc_headers_entry";
+const GRPC_CLIENT_ENTRY: &str = "odiglet_go_grpc_client_entry";
+const GRPC_CLIENT_RETURN: &str = "odiglet_go_grpc_client_return";
+const GRPC_STREAM_ENTRY: &str = "odiglet_go_grpc_stream_entry";
+const UPROBES: [&str; 17] = [
     SERVER_ENTRY,
     SERVER_RETURN,
     CLIENT_ENTRY,
     CLIENT_RETURN,
     HEADER_LINE_RETURN,
     CONNECTION_ENTRY,
+    SQL_QUERY_ENTRY,
+    SQL_QUERY_RETURN,
+    SQL_EXEC_ENTRY,
+    SQL_EXEC_RETURN,
+    GRPC_SERVER_ENTRY,
+    GRPC_SERVER_RETURN,
+    GRPC_STATUS_ENTRY,
+    GRPC_HEADERS_ENTRY,
+    GRPC_CLIENT_ENTRY,
+    GRPC_CLIENT_RETURN,
+    GRPC_STREAM_ENTRY,
 ];
 const SOCK_OPS: &str = "odiglet_sock_ops";
 const SK_MSG: &str = "odiglet_sk_msg_inject";
@@ -105,6 +128,16 @@ pub struct ProcessTargets {
     pub header_line: Option<FunctionOffsets>,
     /// `(*persistConn).roundTrip`: only its entry is used (outgoing propagation).
     pub connection: Option<FunctionOffsets>,
+    /// `database/sql.(*DB).queryDC` and `execDC`.
+    pub sql_query: Option<FunctionOffsets>,
+    pub sql_exec: Option<FunctionOffsets>,
+    /// gRPC server: `handleStream`, plus the entries of `WriteStatus` and `operateHeaders`.
+    pub grpc_server: Option<FunctionOffsets>,
+    pub grpc_status: Option<FunctionOffsets>,
+    pub grpc_headers: Option<FunctionOffsets>,
+    /// gRPC client: `Invoke`, plus the entry of `(*http2Client).NewStream` (propagation).
+    pub grpc_client: Option<FunctionOffsets>,
+    pub grpc_stream: Option<FunctionOffsets>,
 }
 
 /// Counts from the probes (summed over CPUs).
@@ -125,6 +158,8 @@ pub struct GoProbes {
     processes: BpfHashMap<MapData, u32, GoOffsets>,
     counters: PerCpuArray<MapData, u64>,
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Libraries whose probes are attached, per process: what `set_libraries` can turn on.
+    attachable: HashMap<u32, u32>,
     /// Set once outgoing propagation is attached; dropping the links detaches.
     propagation: Option<(SkMsgLinkId, SockOpsLinkId)>,
 }
@@ -173,6 +208,7 @@ impl GoProbes {
             processes,
             counters,
             links: HashMap::new(),
+            attachable: HashMap::new(),
             propagation: None,
         })
     }
@@ -216,6 +252,29 @@ impl GoProbes {
             ),
             (&targets.header_line, None, Some(HEADER_LINE_RETURN)),
             (&targets.connection, Some(CONNECTION_ENTRY), None),
+            (
+                &targets.sql_query,
+                Some(SQL_QUERY_ENTRY),
+                Some(SQL_QUERY_RETURN),
+            ),
+            (
+                &targets.sql_exec,
+                Some(SQL_EXEC_ENTRY),
+                Some(SQL_EXEC_RETURN),
+            ),
+            (
+                &targets.grpc_server,
+                Some(GRPC_SERVER_ENTRY),
+                Some(GRPC_SERVER_RETURN),
+            ),
+            (&targets.grpc_status, Some(GRPC_STATUS_ENTRY), None),
+            (&targets.grpc_headers, Some(GRPC_HEADERS_ENTRY), None),
+            (
+                &targets.grpc_client,
+                Some(GRPC_CLIENT_ENTRY),
+                Some(GRPC_CLIENT_RETURN),
+            ),
+            (&targets.grpc_stream, Some(GRPC_STREAM_ENTRY), None),
         ] {
             let Some(function) = function else { continue };
             if let Some(entry) = entry {
@@ -244,6 +303,8 @@ impl GoProbes {
         }
         debug!(pid, probes = links.len(), "attached Go probes");
         self.links.insert(pid, links);
+        self.attachable
+            .insert(pid, targets.offsets.enabled_libraries);
         Ok(())
     }
 
@@ -315,8 +376,12 @@ impl GoProbes {
         Ok(())
     }
 
-    /// Switches libraries on or off for an attached process without re-attaching.
+    /// Switches libraries (`GO_LIBRARY_*` bits, see `library_bits`) on or off for an attached
+    /// process without re-attaching: takes effect at the next call. Only libraries attached
+    /// (those `resolve_targets` enabled) can be turned on.
     pub fn set_libraries(&mut self, pid: u32, enabled_libraries: u32) -> Result<(), AttachError> {
+        let attachable = self.attachable.get(&pid).copied().unwrap_or(0);
+        let enabled_libraries = enabled_libraries & attachable;
         let mut offsets = self
             .processes
             .get(&pid, 0)
@@ -349,32 +414,13 @@ impl GoProbes {
             }
         }
         let _ = self.processes.remove(&pid);
+        self.attachable.remove(&pid);
         self.forget_calls(pid);
     }
 
     /// Removes in-flight state of `pid` (calls that will never return now).
     fn forget_calls(&mut self, pid: u32) {
-        fn sweep<V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, pid: u32) {
-            let Some(map) = ebpf.map_mut(name) else {
-                return;
-            };
-            let Ok(mut map) = BpfHashMap::<_, GoroutineKey, V>::try_from(map) else {
-                warn!(map = name, "unexpected map type");
-                return;
-            };
-            let stale: Vec<GoroutineKey> = map
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|key| key.pid == pid)
-                .collect();
-            for key in stale {
-                let _ = map.remove(&key);
-            }
-        }
-        sweep::<ServerCall>(&mut self.ebpf, "SERVER_CALLS", pid);
-        sweep::<ClientCall>(&mut self.ebpf, "CLIENT_CALLS", pid);
-        sweep::<SpanContext>(&mut self.ebpf, "ACTIVE_SPANS", pid);
-        sweep::<SpanContext>(&mut self.ebpf, "INCOMING_PARENTS", pid);
+        per_process_state(&mut self.ebpf, pid, true);
     }
 
     /// Processes with probes attached.
@@ -384,20 +430,7 @@ impl GoProbes {
 
     /// Entries left in the in-flight maps for `pid` (0 after a clean detach).
     pub fn in_flight(&mut self, pid: u32) -> usize {
-        fn count<V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, pid: u32) -> usize {
-            ebpf.map_mut(name)
-                .and_then(|map| BpfHashMap::<_, GoroutineKey, V>::try_from(map).ok())
-                .map_or(0, |map| {
-                    map.keys()
-                        .filter_map(Result::ok)
-                        .filter(|k| k.pid == pid)
-                        .count()
-                })
-        }
-        count::<ServerCall>(&mut self.ebpf, "SERVER_CALLS", pid)
-            + count::<ClientCall>(&mut self.ebpf, "CLIENT_CALLS", pid)
-            + count::<SpanContext>(&mut self.ebpf, "ACTIVE_SPANS", pid)
-            + count::<SpanContext>(&mut self.ebpf, "INCOMING_PARENTS", pid)
+        per_process_state(&mut self.ebpf, pid, false)
     }
 
     pub fn counters(&self) -> GoCounters {
@@ -412,4 +445,37 @@ impl GoProbes {
             inject_failed: sum(GO_COUNTER_INJECT_FAILED),
         }
     }
+}
+
+/// Counts, and with `remove` deletes, the entries of `pid` in every map of calls in flight
+/// (keyed by goroutine, or by stream for incoming gRPC metadata).
+fn per_process_state(ebpf: &mut Ebpf, pid: u32, remove: bool) -> usize {
+    fn one<V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, pid: u32, remove: bool) -> usize {
+        let Some(map) = ebpf.map_mut(name) else {
+            return 0;
+        };
+        let Ok(mut map) = BpfHashMap::<_, GoroutineKey, V>::try_from(map) else {
+            warn!(map = name, "unexpected map type");
+            return 0;
+        };
+        let keys: Vec<GoroutineKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.pid == pid)
+            .collect();
+        if remove {
+            for key in &keys {
+                let _ = map.remove(key);
+            }
+        }
+        keys.len()
+    }
+    one::<ServerCall>(ebpf, "SERVER_CALLS", pid, remove)
+        + one::<ClientCall>(ebpf, "CLIENT_CALLS", pid, remove)
+        + one::<SpanContext>(ebpf, "ACTIVE_SPANS", pid, remove)
+        + one::<SpanContext>(ebpf, "INCOMING_PARENTS", pid, remove)
+        + one::<DbSpan>(ebpf, "DB_CALLS", pid, remove)
+        + one::<GrpcServerSpan>(ebpf, "GRPC_SERVER_CALLS", pid, remove)
+        + one::<GrpcClientSpan>(ebpf, "GRPC_CLIENT_CALLS", pid, remove)
+        + one::<SpanContext>(ebpf, "GRPC_INCOMING", pid, remove)
 }

@@ -2,11 +2,12 @@
 //! the probes switch them (`GO_LIBRARY_*` bits).
 
 use odiglet_common::go::{
-    GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER,
+    GO_LIBRARY_GRPC_CLIENT, GO_LIBRARY_GRPC_PROPAGATION, GO_LIBRARY_GRPC_SERVER,
+    GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER, GO_LIBRARY_SQL,
 };
 
 use super::TracesConfig;
-use crate::instrument::ALL_LIBRARIES;
+use crate::instrument::library_bits;
 
 /// One switchable library of the probes: its bit, its import path and a short name used as
 /// the InstrumentationInstance component and in the status API.
@@ -20,7 +21,7 @@ pub struct Library {
 }
 
 /// Every library bit the probes know, in report order.
-pub const LIBRARIES: [Library; 3] = [
+pub const LIBRARIES: [Library; 7] = [
     Library {
         bit: GO_LIBRARY_HTTP_SERVER,
         import_path: "net/http",
@@ -37,18 +38,33 @@ pub const LIBRARIES: [Library; 3] = [
         bit: GO_LIBRARY_HTTP_PROPAGATION,
         import_path: "net/http",
         name: "net/http.propagation",
-        resolve_label: "traceparent propagation",
+        resolve_label: "net/http traceparent propagation",
+    },
+    Library {
+        bit: GO_LIBRARY_SQL,
+        import_path: "database/sql",
+        name: "database/sql",
+        resolve_label: "database/sql",
+    },
+    Library {
+        bit: GO_LIBRARY_GRPC_SERVER,
+        import_path: "google.golang.org/grpc",
+        name: "grpc.server",
+        resolve_label: "google.golang.org/grpc server",
+    },
+    Library {
+        bit: GO_LIBRARY_GRPC_CLIENT,
+        import_path: "google.golang.org/grpc",
+        name: "grpc.client",
+        resolve_label: "google.golang.org/grpc client",
+    },
+    Library {
+        bit: GO_LIBRARY_GRPC_PROPAGATION,
+        import_path: "google.golang.org/grpc",
+        name: "grpc.propagation",
+        resolve_label: "google.golang.org/grpc traceparent propagation",
     },
 ];
-
-// REPLACE when the `grpc-sql` branch lands: its table in `crate::instrument` maps every Go
-// import path to its GO_LIBRARY_* bits; until then only `net/http` is known here.
-fn import_path_bits(import_path: &str) -> u32 {
-    LIBRARIES
-        .iter()
-        .filter(|library| library.import_path == import_path)
-        .fold(0, |bits, library| bits | library.bit)
-}
 
 /// The libraries a config wants on: none when traces are off, otherwise every library but the
 /// disabled ones. Unknown import paths disable nothing.
@@ -56,11 +72,7 @@ pub fn wanted(traces: &TracesConfig) -> u32 {
     if !traces.enabled {
         return 0;
     }
-    let disabled = traces
-        .disabled_libraries
-        .iter()
-        .fold(0, |bits, path| bits | import_path_bits(path.trim()));
-    ALL_LIBRARIES & !disabled
+    library_bits(&traces.disabled_libraries)
 }
 
 /// Names of the libraries in `bits`, in report order.
@@ -78,7 +90,10 @@ mod tests {
 
     #[test]
     fn traces_off_disables_everything_and_net_http_disables_its_three_bits() {
-        assert_eq!(wanted(&TracesConfig::default()), ALL_LIBRARIES);
+        assert_eq!(
+            wanted(&TracesConfig::default()),
+            crate::instrument::ALL_LIBRARIES
+        );
         let off = TracesConfig {
             enabled: false,
             disabled_libraries: Vec::new(),
@@ -88,12 +103,18 @@ mod tests {
             enabled: true,
             disabled_libraries: vec!["net/http".into()],
         };
-        assert_eq!(wanted(&no_http), 0);
+        assert_eq!(
+            wanted(&no_http),
+            GO_LIBRARY_SQL
+                | GO_LIBRARY_GRPC_SERVER
+                | GO_LIBRARY_GRPC_CLIENT
+                | GO_LIBRARY_GRPC_PROPAGATION
+        );
         let unknown = TracesConfig {
             enabled: true,
             disabled_libraries: vec!["github.com/unknown/lib".into()],
         };
-        assert_eq!(wanted(&unknown), ALL_LIBRARIES);
+        assert_eq!(wanted(&unknown), crate::instrument::ALL_LIBRARIES);
         assert_eq!(
             names(GO_LIBRARY_HTTP_SERVER | GO_LIBRARY_HTTP_PROPAGATION),
             ["net/http.server", "net/http.propagation"]

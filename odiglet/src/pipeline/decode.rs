@@ -29,6 +29,9 @@ pub fn record_bytes(record: &GoSpanRecord) -> Vec<u8> {
     match record {
         GoSpanRecord::HttpServer(span) => bytes_of(span).to_vec(),
         GoSpanRecord::HttpClient(span) => bytes_of(span).to_vec(),
+        GoSpanRecord::Db(span) => bytes_of(span).to_vec(),
+        GoSpanRecord::GrpcServer(span) => bytes_of(span).to_vec(),
+        GoSpanRecord::GrpcClient(span) => bytes_of(span).to_vec(),
     }
 }
 

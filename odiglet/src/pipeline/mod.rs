@@ -17,13 +17,14 @@ pub mod decode;
 pub mod reader;
 pub mod resource;
 pub mod span;
+pub mod sql;
 
 pub use decode::{convert_record, record_bytes};
 pub use reader::{ReaderCounters, ReaderCountersSnapshot, SpanReader};
 pub use resource::{
     K8sAttributes, ProcessResource, ResourceAttributes, ResourceRegistry, Workload, WorkloadKind,
 };
-pub use span::{SCOPE_NET_HTTP, to_otlp_span};
+pub use span::{SCOPE_DATABASE_SQL, SCOPE_GRPC, SCOPE_NET_HTTP, to_otlp_span};
 
 /// One finished span with the resource of the process that made it.
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
-//! Pure conversion of one decoded Go span record into an OTLP span with OpenTelemetry HTTP
-//! semantic-convention attributes.
+//! Pure conversion of one decoded Go span record into an OTLP span with OpenTelemetry
+//! semantic-convention attributes (HTTP, database, RPC).
 //!
 //! Every string field is cut to its buffer before reading (a corrupt length never reads past
 //! the record) and decoded as lossy UTF-8: the probes copy raw user memory.
@@ -7,8 +7,9 @@
 use odiglet_common::{
     GoSpanRecord,
     go::{
-        HttpClientSpan, HttpServerSpan, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
-        SPAN_FLAG_PARENT_REMOTE, SpanHeader,
+        DB_SYSTEM_MYSQL, DB_SYSTEM_POSTGRESQL, DB_SYSTEM_SQLITE, DbSpan, GrpcClientSpan,
+        GrpcServerSpan, HttpClientSpan, HttpServerSpan, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
+        SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SpanHeader,
     },
 };
 use opentelemetry_proto::tonic::{
@@ -16,10 +17,15 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, Status, span::SpanKind, status::StatusCode},
 };
 
+use super::sql;
 use crate::time::BootClock;
 
 /// Instrumentation scope of the `net/http` server and client spans.
 pub const SCOPE_NET_HTTP: &str = "odiglet/go/net/http";
+/// Instrumentation scope of the `database/sql` spans.
+pub const SCOPE_DATABASE_SQL: &str = "odiglet/go/database/sql";
+/// Instrumentation scope of the gRPC server and client spans.
+pub const SCOPE_GRPC: &str = "odiglet/go/google.golang.org/grpc";
 
 /// OTLP `SpanFlags`: the span's context says whether its parent is remote.
 const FLAG_CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
@@ -35,6 +41,8 @@ pub fn record_pid(record: &GoSpanRecord) -> u32 {
 pub fn record_scope(record: &GoSpanRecord) -> &'static str {
     match record {
         GoSpanRecord::HttpServer(_) | GoSpanRecord::HttpClient(_) => SCOPE_NET_HTTP,
+        GoSpanRecord::Db(_) => SCOPE_DATABASE_SQL,
+        GoSpanRecord::GrpcServer(_) | GoSpanRecord::GrpcClient(_) => SCOPE_GRPC,
     }
 }
 
@@ -42,6 +50,9 @@ fn header(record: &GoSpanRecord) -> &SpanHeader {
     match record {
         GoSpanRecord::HttpServer(span) => &span.header,
         GoSpanRecord::HttpClient(span) => &span.header,
+        GoSpanRecord::Db(span) => &span.header,
+        GoSpanRecord::GrpcServer(span) => &span.header,
+        GoSpanRecord::GrpcClient(span) => &span.header,
     }
 }
 
@@ -50,6 +61,9 @@ pub fn to_otlp_span(record: &GoSpanRecord, clock: &BootClock) -> Span {
     match record {
         GoSpanRecord::HttpServer(span) => server_span(span, clock),
         GoSpanRecord::HttpClient(span) => client_span(span, clock),
+        GoSpanRecord::Db(span) => db_span(span, clock),
+        GoSpanRecord::GrpcServer(span) => grpc_server_span(span, clock),
+        GoSpanRecord::GrpcClient(span) => grpc_client_span(span, clock),
     }
 }
 
@@ -179,6 +193,163 @@ fn client_span(record: &HttpClientSpan, clock: &BootClock) -> Span {
         None
     };
     span
+}
+
+/// `db.system.name` values (OpenTelemetry semantic conventions) of `DB_SYSTEM_*`.
+fn db_system_name(system: u32) -> &'static str {
+    match system {
+        DB_SYSTEM_POSTGRESQL => "postgresql",
+        DB_SYSTEM_MYSQL => "mysql",
+        DB_SYSTEM_SQLITE => "sqlite",
+        _ => "other_sql",
+    }
+}
+
+fn db_span(record: &DbSpan, clock: &BootClock) -> Span {
+    let query = sql::sanitize(&text(&record.query, record.query_len));
+    let (operation, collection) = sql::summarize(&query);
+    let system = db_system_name(record.db_system);
+    let mut span = base_span(&record.header, clock);
+    span.kind = SpanKind::Client as i32;
+    span.name = match (&operation, &collection) {
+        (Some(operation), Some(collection)) => format!("{operation} {collection}"),
+        (Some(operation), None) => operation.clone(),
+        _ => system.to_owned(),
+    };
+    let mut attributes = Vec::with_capacity(5);
+    attributes.push(string("db.system.name", system.to_owned()));
+    if let Some(operation) = operation {
+        attributes.push(string("db.operation.name", operation));
+    }
+    if let Some(collection) = collection {
+        attributes.push(string("db.collection.name", collection));
+    }
+    attributes.push(string("db.query.text", query));
+    span.attributes = attributes;
+    if record.header.flags & SPAN_FLAG_ERROR != 0 {
+        let call = if record.header.flags & SPAN_FLAG_DB_EXEC != 0 {
+            "exec"
+        } else {
+            "query"
+        };
+        span.status = Some(Status {
+            message: format!("{call} failed"),
+            code: StatusCode::Error as i32,
+        });
+    }
+    span
+}
+
+/// gRPC status codes by number, as `rpc.grpc.status_code` documents them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `/package.Service/Method` → (`package.Service`, `Method`).
+fn split_grpc_method(full: &str) -> (&str, &str) {
+    let trimmed = full.strip_prefix('/').unwrap_or(full);
+    trimmed.rsplit_once('/').unwrap_or((trimmed, ""))
+}
+
+/// Name and `rpc.*` attributes shared by gRPC server and client spans.
+fn grpc_base(header: &SpanHeader, method: &str, status: u32, clock: &BootClock) -> Span {
+    let (service, name) = split_grpc_method(method);
+    let mut span = base_span(header, clock);
+    span.name = method.strip_prefix('/').unwrap_or(method).to_owned();
+    span.attributes = vec![
+        string("rpc.system", "grpc".to_owned()),
+        string("rpc.service", service.to_owned()),
+        string("rpc.method", name.to_owned()),
+        int("rpc.grpc.status_code", i64::from(status)),
+    ];
+    span
+}
+
+fn grpc_error(status: u32) -> Status {
+    let name = GRPC_CODES
+        .get(status as usize)
+        .copied()
+        .unwrap_or("UNKNOWN");
+    Status {
+        message: format!("gRPC {name}"),
+        code: StatusCode::Error as i32,
+    }
+}
+
+fn grpc_server_span(record: &GrpcServerSpan, clock: &BootClock) -> Span {
+    let method = text(&record.method, record.method_len);
+    let mut span = grpc_base(&record.header, &method, record.status_code, clock);
+    span.kind = SpanKind::Server as i32;
+    let ip = record
+        .peer_ip
+        .get(..usize::from(record.peer_ip_len))
+        .and_then(ip_address);
+    if let Some(ip) = ip {
+        span.attributes
+            .push(string("client.address", ip.to_string()));
+        span.attributes
+            .push(int("client.port", i64::from(record.peer_port)));
+    }
+    // Server side, only these codes mean the server failed (semantic conventions).
+    span.status = matches!(record.status_code, 2 | 4 | 12 | 13 | 14 | 15)
+        .then(|| grpc_error(record.status_code));
+    span
+}
+
+fn grpc_client_span(record: &GrpcClientSpan, clock: &BootClock) -> Span {
+    let method = text(&record.method, record.method_len);
+    let target = text(&record.target, record.target_len);
+    let mut span = grpc_base(&record.header, &method, record.status_code, clock);
+    span.kind = SpanKind::Client as i32;
+    let (host, port) = split_host_port(grpc_target_authority(&target));
+    if !host.is_empty() {
+        span.attributes
+            .push(string("server.address", host.to_owned()));
+    }
+    if let Some(port) = port {
+        span.attributes.push(int("server.port", i64::from(port)));
+    }
+    let failed = record.status_code != 0 || record.header.flags & SPAN_FLAG_ERROR != 0;
+    span.status = failed.then(|| grpc_error(record.status_code));
+    span
+}
+
+/// The `host:port` of a gRPC dial target: `dns:///h:p`, `dns://resolver/h:p`,
+/// `passthrough:///h:p` or a bare `h:p`.
+fn grpc_target_authority(target: &str) -> &str {
+    match target.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or(rest, |(_, endpoint)| endpoint),
+        None => target,
+    }
+}
+
+/// A Go `net.IP` (4 or 16 bytes; IPv4 in IPv6 shown as IPv4).
+fn ip_address(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(|b| {
+            let v6 = std::net::Ipv6Addr::from(b);
+            v6.to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+        }),
+        _ => None,
+    }
 }
 
 fn error_status(http_status: u32) -> Status {

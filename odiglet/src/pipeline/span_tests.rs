@@ -1,7 +1,8 @@
 use odiglet_common::go::{
-    GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, HTTP_ADDR_LEN, HTTP_HOST_LEN, HTTP_METHOD_LEN,
-    HTTP_PATH_LEN, HTTP_PROTO_LEN, HTTP_ROUTE_LEN, HTTP_SCHEME_LEN, SPAN_FLAG_TRUNCATED,
-    SpanContext,
+    DB_QUERY_LEN, DB_SYSTEM_OTHER, DB_SYSTEM_POSTGRESQL, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT,
+    GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GRPC_METHOD_LEN,
+    GRPC_TARGET_LEN, HTTP_ADDR_LEN, HTTP_HOST_LEN, HTTP_METHOD_LEN, HTTP_PATH_LEN, HTTP_PROTO_LEN,
+    HTTP_ROUTE_LEN, HTTP_SCHEME_LEN, IP_LEN, SPAN_FLAG_TRUNCATED, SpanContext,
 };
 
 use super::*;
@@ -312,4 +313,130 @@ fn pid_and_scope_come_from_the_record() {
     let record = GoSpanRecord::HttpClient(client("GET", "http", "h", "/", 200));
     assert_eq!(record_pid(&record), 4242);
     assert_eq!(record_scope(&record), SCOPE_NET_HTTP);
+}
+
+fn db(query: &str, system: u32, flags: u32) -> DbSpan {
+    let (query, query_len) = fill::<DB_QUERY_LEN>(query.as_bytes());
+    DbSpan {
+        header: header(GO_SPAN_DB, flags),
+        db_system: system,
+        query_len,
+        reserved: 0,
+        query,
+    }
+}
+
+#[test]
+fn db_spans_carry_sanitized_text_operation_and_system() {
+    let record = db(
+        "SELECT name FROM users WHERE id = 42 AND email = 'a@b.c'",
+        DB_SYSTEM_POSTGRESQL,
+        SPAN_FLAG_HAS_PARENT,
+    );
+    let span = to_otlp_span(&GoSpanRecord::Db(record), &clock());
+    assert_eq!(span.name, "SELECT users");
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert_eq!(span.parent_span_id, vec![0x33; 8]);
+    assert_eq!(attr_str(&span, "db.system.name"), Some("postgresql"));
+    assert_eq!(attr_str(&span, "db.operation.name"), Some("SELECT"));
+    assert_eq!(attr_str(&span, "db.collection.name"), Some("users"));
+    assert_eq!(
+        attr_str(&span, "db.query.text"),
+        Some("SELECT name FROM users WHERE id = ? AND email = ?")
+    );
+    assert!(span.status.is_none());
+
+    let failed = db(
+        "insert into t values (1)",
+        DB_SYSTEM_OTHER,
+        SPAN_FLAG_ERROR | SPAN_FLAG_DB_EXEC,
+    );
+    let span = to_otlp_span(&GoSpanRecord::Db(failed), &clock());
+    assert_eq!(attr_str(&span, "db.system.name"), Some("other_sql"));
+    assert_eq!(span.name, "INSERT t");
+    let status = span.status.expect("an error status");
+    assert_eq!(status.code, StatusCode::Error as i32);
+    assert_eq!(status.message, "exec failed");
+    // Nothing recognizable: named after the system.
+    let span = to_otlp_span(&GoSpanRecord::Db(db("", DB_SYSTEM_OTHER, 0)), &clock());
+    assert_eq!(span.name, "other_sql");
+    assert_eq!(attr_str(&span, "db.operation.name"), None);
+}
+
+fn grpc_server(method: &str, status: u32, ip: &[u8], port: u32) -> GrpcServerSpan {
+    let (method, method_len) = fill::<GRPC_METHOD_LEN>(method.as_bytes());
+    let (peer_ip, peer_ip_len) = fill::<IP_LEN>(ip);
+    GrpcServerSpan {
+        header: header(
+            GO_SPAN_GRPC_SERVER,
+            SPAN_FLAG_HAS_PARENT | SPAN_FLAG_PARENT_REMOTE,
+        ),
+        status_code: status,
+        method_len,
+        peer_ip_len,
+        peer_port: port,
+        reserved: 0,
+        method,
+        peer_ip,
+    }
+}
+
+#[test]
+fn grpc_server_spans_follow_rpc_conventions() {
+    let record = grpc_server("/grpc.health.v1.Health/Check", 0, &[127, 0, 0, 1], 4242);
+    let span = to_otlp_span(&GoSpanRecord::GrpcServer(record), &clock());
+    assert_eq!(span.name, "grpc.health.v1.Health/Check");
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(attr_str(&span, "rpc.system"), Some("grpc"));
+    assert_eq!(
+        attr_str(&span, "rpc.service"),
+        Some("grpc.health.v1.Health")
+    );
+    assert_eq!(attr_str(&span, "rpc.method"), Some("Check"));
+    assert_eq!(attr_int(&span, "rpc.grpc.status_code"), Some(0));
+    assert_eq!(attr_str(&span, "client.address"), Some("127.0.0.1"));
+    assert_eq!(attr_int(&span, "client.port"), Some(4242));
+    assert_eq!(span.flags & 0x300, 0x300, "remote parent");
+    assert!(span.status.is_none());
+    // NOT_FOUND is the caller's problem, INTERNAL the server's.
+    let not_found = grpc_server("/s.S/M", 5, &[], 0);
+    let span = to_otlp_span(&GoSpanRecord::GrpcServer(not_found), &clock());
+    assert!(span.status.is_none());
+    assert_eq!(attr_str(&span, "client.address"), None);
+    let mut v4_in_v6 = [0u8; 16];
+    v4_in_v6[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 9]);
+    let internal = grpc_server("/s.S/M", 13, &v4_in_v6, 1);
+    let span = to_otlp_span(&GoSpanRecord::GrpcServer(internal), &clock());
+    assert_eq!(attr_str(&span, "client.address"), Some("10.0.0.9"));
+    assert_eq!(span.status.expect("error").message, "gRPC INTERNAL");
+}
+
+#[test]
+fn grpc_client_spans_name_the_target_and_fail_on_any_code() {
+    let client = |target: &str, status: u32, flags: u32| {
+        let (method, method_len) = fill::<GRPC_METHOD_LEN>(b"/pkg.Greeter/SayHello");
+        let (target, target_len) = fill::<GRPC_TARGET_LEN>(target.as_bytes());
+        let record = GrpcClientSpan {
+            header: header(GO_SPAN_GRPC_CLIENT, flags),
+            status_code: status,
+            method_len,
+            target_len,
+            method,
+            target,
+        };
+        to_otlp_span(&GoSpanRecord::GrpcClient(record), &clock())
+    };
+    let span = client("dns:///greeter.default:50051", 0, SPAN_FLAG_HAS_PARENT);
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert_eq!(span.name, "pkg.Greeter/SayHello");
+    assert_eq!(attr_str(&span, "server.address"), Some("greeter.default"));
+    assert_eq!(attr_int(&span, "server.port"), Some(50051));
+    assert!(span.status.is_none());
+    let span = client("127.0.0.1:7", 5, SPAN_FLAG_ERROR);
+    assert_eq!(attr_str(&span, "server.address"), Some("127.0.0.1"));
+    assert_eq!(attr_int(&span, "rpc.grpc.status_code"), Some(5));
+    assert_eq!(span.status.expect("error").message, "gRPC NOT_FOUND");
+    let span = client("passthrough:///[::1]:9", 99, SPAN_FLAG_ERROR);
+    assert_eq!(attr_str(&span, "server.address"), Some("::1"));
+    assert_eq!(span.status.expect("error").message, "gRPC UNKNOWN");
 }

@@ -3,32 +3,31 @@
 //! and outgoing trace context, detach and exit clean-up.
 #![expect(
     clippy::unwrap_used,
-    reason = "test helpers: a failure panics with its backtrace"
+    reason = "test code: a failure panics with its backtrace"
 )]
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use odiglet::{
-    instrument::{ALL_LIBRARIES, AttachError, GoProbes, resolve_targets},
-    ring::{self, AsyncRingBuf},
-};
+use odiglet::instrument::{AttachError, GoProbes};
 use odiglet_common::{
-    GoSpanRecord, decode_go_span,
+    GoSpanRecord,
     go::{SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE},
 };
-use tokio::time::{Instant, timeout_at};
 
-use crate::support::{build, guards::ChildGuard, privileges::privileged};
-
-/// Socket programs attach to the cgroup root and a socket joins one sockmap's programs at a
-/// time, so the tests that enable propagation take turns.
-static PROPAGATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use crate::support::{
+    build,
+    go::{
+        PROPAGATION, SPAN_DEADLINE, Traced, enable_propagation, free_port, get, hex, text,
+        trace_command,
+    },
+    guards::ChildGuard,
+    privileges::privileged,
+};
 
 const SERVICE: &str = r#"package main
 
@@ -77,38 +76,6 @@ func main() {
 }
 "#;
 
-const SPAN_DEADLINE: Duration = Duration::from_secs(30);
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A GET on a fresh connection; returns the status code.
-pub(crate) fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The Go service of [`SERVICE`]: `<binary> <port>` serves `/hello`, `/fail`, `/call`, `/load`.
 pub(crate) fn service_binary(go: &Path, stripped: bool) -> std::path::PathBuf {
     let (variant, flags): (&str, &[&str]) = if stripped {
@@ -145,63 +112,6 @@ fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
     (child, port)
 }
 
-/// The Go probes plus the spans read from them so far.
-struct Traced {
-    probes: GoProbes,
-    ring: AsyncRingBuf,
-    spans: Vec<GoSpanRecord>,
-}
-
-impl Traced {
-    fn load(ring_bytes: u32) -> Self {
-        let mut probes = GoProbes::load(ring_bytes).expect("Go probes load");
-        let ring = ring::register(probes.take_spans().unwrap()).unwrap();
-        Self {
-            probes,
-            ring,
-            spans: Vec::new(),
-        }
-    }
-
-    fn attach(&mut self, pid: u32) {
-        let resolved = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES).expect("targets");
-        assert!(resolved.skipped.is_empty(), "{:?}", resolved.skipped);
-        self.probes.attach(pid, &resolved.targets).expect("attach");
-    }
-
-    /// Reads spans until `deadline`; true when at least one arrived.
-    async fn read_until(&mut self, deadline: Instant) -> bool {
-        let Ok(guard) = timeout_at(deadline, self.ring.readable_mut()).await else {
-            return false;
-        };
-        let mut guard = guard.unwrap();
-        guard.clear_ready();
-        let before = self.spans.len();
-        while let Some(item) = guard.get_inner_mut().next() {
-            self.spans
-                .push(decode_go_span(&item).expect("spans decode"));
-        }
-        self.spans.len() > before
-    }
-
-    /// Waits until `count(spans) >= n`.
-    async fn wait_for(&mut self, what: &str, n: usize, count: impl Fn(&[GoSpanRecord]) -> usize) {
-        let deadline = Instant::now() + SPAN_DEADLINE;
-        while count(&self.spans) < n {
-            if !self.read_until(deadline).await && Instant::now() >= deadline {
-                panic!(
-                    "{what}: {} of {n} after {SPAN_DEADLINE:?}",
-                    count(&self.spans)
-                );
-            }
-        }
-    }
-}
-
-fn text(bytes: &[u8], len: u16) -> &str {
-    std::str::from_utf8(&bytes[..usize::from(len).min(bytes.len())]).unwrap()
-}
-
 fn servers(spans: &[GoSpanRecord], path: &str) -> Vec<odiglet_common::go::HttpServerSpan> {
     spans
         .iter()
@@ -222,12 +132,16 @@ fn clients(spans: &[GoSpanRecord]) -> Vec<odiglet_common::go::HttpClientSpan> {
         .collect()
 }
 
+/// What a net/http-only program cannot have: database/sql is linked in by nothing here, nor gRPC.
+const NO_SQL_OR_GRPC: &[&str] = &[
+    "database/sql",
+    "google.golang.org/grpc server",
+    "google.golang.org/grpc client",
+    "google.golang.org/grpc traceparent propagation",
+];
+
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Every behaviour on one target: server and client spans, incoming context, injection.
 async fn check_target(minor: &str, go: &Path, stripped: bool) {
@@ -238,10 +152,8 @@ async fn check_target(minor: &str, go: &Path, stripped: bool) {
     let (mut service, port) = start_service(go, stripped);
     let mut traced = Traced::load(1 << 22);
     let _turn = PROPAGATION.lock().await;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let cgroup2 = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo).unwrap();
-    traced.probes.enable_propagation(&cgroup2).unwrap();
-    traced.attach(service.pid());
+    enable_propagation(&mut traced.probes);
+    traced.attach(service.pid(), NO_SQL_OR_GRPC);
 
     for _ in 0..5 {
         assert_eq!(get(port, "/hello", &[]), 201);
@@ -366,11 +278,8 @@ async fn check_target(minor: &str, go: &Path, stripped: bool) {
     let pid = service.pid();
     traced.probes.detach(pid);
     assert_eq!(traced.probes.in_flight(pid), 0, "{what}");
-    let before = traced.spans.len();
     assert_eq!(get(port, "/hello", &[]), 201);
-    let quiet = Instant::now() + Duration::from_millis(500);
-    while traced.read_until(quiet).await {}
-    assert_eq!(traced.spans.len(), before, "{what}: spans after detach");
+    assert_eq!(traced.settle().await, 0, "{what}: spans after detach");
     service.assert_running();
 }
 
@@ -399,7 +308,7 @@ async fn ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up() {
     };
     let (service, port) = start_service(&go, false);
     let mut traced = Traced::load(1 << 24);
-    traced.attach(service.pid());
+    traced.attach(service.pid(), NO_SQL_OR_GRPC);
     assert_eq!(get(port, &format!("/load?n={REQUESTS}"), &[]), 200);
     traced
         .wait_for("/load", 1, |s| servers(s, "/load").len())
@@ -525,21 +434,7 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
     let (service, port) = start_service(&go, false);
     let receiver = OtlpReceiver::start().await;
     let _turn = PROPAGATION.lock().await;
-    let odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
-        .args([
-            "trace",
-            "--pid",
-            &service.pid().to_string(),
-            "--otlp-endpoint",
-        ])
-        .arg(receiver.endpoint())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut odiglet = Odiglet(odiglet);
-    let log = LogLines::new(&mut odiglet.0);
-    log.wait_for("attached Go probes");
+    let mut odiglet = trace_command(service.pid(), &receiver.endpoint(), &[]);
 
     assert_eq!(get(port, "/call", &[]), 201);
     let spans = receiver.wait_for_spans(3).await;
@@ -583,7 +478,7 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
 
     // The traced process exits: odiglet detaches, flushes and stops by itself.
     drop(service);
-    let status = exit_status(&mut odiglet.0).await;
+    let status = exit_status(&mut odiglet).await;
     assert!(status.success(), "{status}");
 }
 

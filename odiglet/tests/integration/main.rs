@@ -10,6 +10,7 @@ mod deploy;
 mod device_plugin;
 mod export;
 mod go_http;
+mod go_libraries;
 mod goelf;
 mod inspect;
 mod k8s;

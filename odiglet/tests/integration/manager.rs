@@ -18,9 +18,10 @@ use odiglet::{
 use tokio::time::{Instant, sleep};
 
 use crate::{
-    go_http::{free_port, get, service_binary, spawn_service},
+    go_http::{service_binary, spawn_service},
     support::{
         build,
+        go::{free_port, get},
         guards::{ChildGuard, ContainerCgroup, cgroup2_mount},
         opamp::Recorder,
         otlp::{OtlpReceiver, ReceivedSpan, attribute},

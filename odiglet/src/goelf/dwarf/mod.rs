@@ -65,6 +65,35 @@ const NEEDED: &[SectionId] = &[
 
 /// Offsets from the binary's DWARF; `Ok(None)` when it has no `.debug_info`.
 pub fn read_offsets(image: &ElfImage, version: GoVersion) -> Result<Option<GoOffsets>, DwarfError> {
+    read_partial(image, version)?
+        .map(Partial::complete)
+        .transpose()
+}
+
+/// What the DWARF has of the wanted fields, even when some standard-library ones are missing
+/// (the linker drops the types of code it drops: no HTTP client, no `persistConn`).
+#[derive(Clone, Debug)]
+pub struct Partial {
+    pub offsets: GoOffsets,
+    /// Standard-library fields the DWARF lacks (their slots are `OFFSET_NONE`).
+    pub missing: Vec<&'static fields::Field>,
+}
+
+impl Partial {
+    /// The offsets when nothing standard is missing, else the first missing field.
+    pub fn complete(self) -> Result<GoOffsets, DwarfError> {
+        match self.missing.first() {
+            None => Ok(self.offsets),
+            Some(field) => Err(DwarfError::MissingField {
+                structure: field.structure,
+                member: field.member,
+            }),
+        }
+    }
+}
+
+/// [`read_offsets`] without the completeness check.
+pub fn read_partial(image: &ElfImage, version: GoVersion) -> Result<Option<Partial>, DwarfError> {
     if image.section(".debug_info").is_none() && image.section(".zdebug_info").is_none() {
         return Ok(None);
     }
@@ -81,7 +110,7 @@ pub fn read_offsets(image: &ElfImage, version: GoVersion) -> Result<Option<GoOff
         }
     }
     let get = |id: SectionId| sections.get(&id).map_or(&[][..], Vec::as_slice);
-    extract(get, version).map(Some)
+    extract_partial(get, version).map(Some)
 }
 
 /// A section's bytes, decompressed when needed.
@@ -129,22 +158,35 @@ fn section_bytes<'data>(
 }
 
 /// Fills [`GoOffsets`] from raw (uncompressed, little-endian) DWARF sections. Fields the Go
-/// version does not use stay `OFFSET_NONE`; a used one missing from the DWARF is an error.
+/// version does not use stay `OFFSET_NONE`; a used standard-library one missing from the DWARF
+/// is an error, a missing module one (gRPC) stays `OFFSET_NONE`.
 pub fn extract<'a>(
     section: impl Fn(SectionId) -> &'a [u8],
     version: GoVersion,
 ) -> Result<GoOffsets, DwarfError> {
+    extract_partial(section, version)?.complete()
+}
+
+/// [`extract`] without the completeness check.
+pub fn extract_partial<'a>(
+    section: impl Fn(SectionId) -> &'a [u8],
+    version: GoVersion,
+) -> Result<Partial, DwarfError> {
     let wanted: Vec<_> = FIELDS.iter().filter(|f| f.applies_to(version)).collect();
     let found = member_offsets(section, &wanted)?;
     let mut offsets = fields::empty_offsets();
+    let mut missing = Vec::new();
     for field in wanted {
-        let offset =
-            *found
-                .get(&(field.structure, field.member))
-                .ok_or(DwarfError::MissingField {
-                    structure: field.structure,
-                    member: field.member,
-                })?;
+        let offset = match found.get(&(field.structure, field.member)) {
+            Some(offset) => *offset,
+            // A module the binary does not link (or a version without the field): its
+            // library is skipped, the others keep their offsets.
+            None if field.module.is_some() => continue,
+            None => {
+                missing.push(field);
+                continue;
+            }
+        };
         let offset = u32::try_from(offset)
             .ok()
             .filter(|o| *o != odiglet_common::go::OFFSET_NONE)
@@ -157,7 +199,7 @@ pub fn extract<'a>(
             *slot = offset;
         }
     }
-    Ok(offsets)
+    Ok(Partial { offsets, missing })
 }
 
 type Found = HashMap<(&'static str, &'static str), u64>;

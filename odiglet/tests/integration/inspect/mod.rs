@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -15,6 +15,7 @@ use odiglet::inspect::{Inspector, Language, Libc, RuntimeDetails, Stage};
 use crate::support::{
     build,
     guards::ChildGuard,
+    postgres::as_user,
     runtimes::{self, find},
 };
 
@@ -253,14 +254,6 @@ fn nginx_and_redis() {
         let (_child, details) = start_and_inspect("redis-server", &mut cmd, &real, None);
         assert_eq!(details.language, Language::Redis);
     }
-}
-
-/// Runs `cmd` as `user` (the databases refuse to run as root).
-fn as_user<'a>(cmd: &'a mut Command, user: &str) -> &'a mut Command {
-    let user = nix::unistd::User::from_name(user)
-        .expect("cannot read the user database")
-        .unwrap_or_else(|| panic!("no user {user}"));
-    cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw())
 }
 
 #[test]

@@ -17,11 +17,12 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    go_http::{free_port, service_binary, spawn_service},
+    go_http::{service_binary, spawn_service},
     manager::{no_spans, spans_flow},
     support::{
         apiserver::ApiServer,
         build,
+        go::free_port,
         guards::{ContainerCgroup, cgroup2_mount},
         otlp::{OtlpReceiver, attribute},
         privileges::privileged,

