@@ -75,21 +75,26 @@ fn floor_object(root: &Path) -> PathBuf {
     root.join("target/ebpf/bpfel-unknown-none/release/uprobe_floor")
 }
 
-/// The entries and RETs of every function with probes; a superset of what the Go probes
-/// attach to (they use only the RETs of the header-line function and the entry of the
-/// connection function), so the floor is, if anything, an overestimate.
+/// Exactly the points where `GoProbes::attach` puts a uprobe on a net/http program: the
+/// entries and RETs of the server and client functions, the RETs of the header-line function
+/// and the entry of the connection function (this target links no gRPC or database/sql).
 fn probe_points(targets: &ProcessTargets) -> Vec<u64> {
-    let functions = [
+    let entries = [
+        &targets.http_server,
+        &targets.http_client,
+        &targets.connection,
+    ];
+    let returns = [
         &targets.http_server,
         &targets.http_client,
         &targets.header_line,
-        &targets.connection,
     ];
-    functions
+    let entry_points = entries.into_iter().flatten().map(|f| f.entry);
+    let return_points = returns
         .into_iter()
         .flatten()
-        .flat_map(|f| std::iter::once(f.entry).chain(f.returns.iter().copied()))
-        .collect()
+        .flat_map(|f| f.returns.iter().copied());
+    entry_points.chain(return_points).collect()
 }
 
 /// `program` of the floor object attached at every probe point of `pid`; dropping detaches.
