@@ -15,7 +15,7 @@ use odiglet::inspect::{Inspector, Language, Libc, RuntimeDetails, Stage};
 use crate::support::{
     build,
     guards::ChildGuard,
-    postgres::as_user,
+    postgres::{as_user, server_command},
     runtimes::{self, find},
 };
 
@@ -263,25 +263,8 @@ fn postgres_and_mariadb() {
     }
     let dir = tempdir();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-    let bin = "/usr/lib/postgresql/15/bin";
-    if let Some(postgres) = find("postgres", &[&format!("{bin}/postgres")]) {
-        let data = dir.path().join("pg");
-        let init = as_user(&mut Command::new(format!("{bin}/initdb")), "postgres")
-            .args(["-A", "trust", "-N", "-U", "postgres", "-D"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let mut cmd = Command::new(&postgres);
-        as_user(&mut cmd, "postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-c", "listen_addresses=", "-k"])
-            .arg(dir.path());
+    if let Some(postgres) = find("postgres", &["/usr/lib/postgresql/15/bin/postgres"]) {
+        let mut cmd = server_command(&postgres, dir.path());
         let (_child, details) = start_and_inspect("postgres", &mut cmd, &postgres, None);
         assert_eq!(details.language, Language::Postgres);
     }

@@ -21,6 +21,33 @@ pub fn as_user<'a>(cmd: &'a mut Command, user: &str) -> &'a mut Command {
     cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw())
 }
 
+/// Creates a cluster in `dir/pg` with `postgres`'s sibling `initdb`, and returns the command
+/// that serves it as the `postgres` user: no TCP, its socket in `dir` (which that user must be
+/// able to write).
+pub fn server_command(postgres: &Path, dir: &Path) -> Command {
+    let data = dir.join("pg");
+    let init = as_user(
+        &mut Command::new(postgres.with_file_name("initdb")),
+        "postgres",
+    )
+    .args(["-A", "trust", "-N", "-U", "postgres", "-D"])
+    .arg(&data)
+    .output()
+    .expect("cannot run initdb");
+    assert!(
+        init.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut cmd = Command::new(postgres);
+    as_user(&mut cmd, "postgres")
+        .arg("-D")
+        .arg(&data)
+        .args(["-c", "listen_addresses=", "-k"])
+        .arg(dir);
+    cmd
+}
+
 pub struct Postgres {
     // Field order: the server stops before its directory goes.
     child: ChildGuard,
@@ -35,23 +62,8 @@ impl Postgres {
         let dir = tempfile::tempdir().expect("cannot create a tempdir");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))
             .expect("cannot open the tempdir to postgres");
-        let data = dir.path().join("pg");
-        let init = as_user(&mut Command::new(format!("{BIN}/initdb")), "postgres")
-            .args(["-A", "trust", "-N", "-U", "postgres", "-D"])
-            .arg(&data)
-            .output()
-            .expect("cannot run initdb");
-        assert!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let mut cmd = Command::new(&postgres);
-        as_user(&mut cmd, "postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-c", "listen_addresses=", "-c", "fsync=off", "-k"])
-            .arg(dir.path());
+        let mut cmd = server_command(&postgres, dir.path());
+        cmd.args(["-c", "fsync=off"]);
         let mut child = ChildGuard::spawn("postgres", &mut cmd);
         let ready = format!("{BIN}/pg_isready");
         child.wait_until(Duration::from_secs(30), |_| {
