@@ -1,10 +1,6 @@
 //! Go `net/http` instrumentation against the real kernel and real Go programs built by the test
 //! with several toolchains, with DWARF and stripped: spans, their attributes and links, incoming
 //! and outgoing trace context, detach and exit clean-up.
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code: a failure panics with its backtrace"
-)]
 
 use std::{
     net::TcpStream,
@@ -22,8 +18,8 @@ use odiglet_common::{
 use crate::support::{
     build,
     go::{
-        PROPAGATION, SPAN_DEADLINE, Traced, enable_propagation, free_port, get, hex, text,
-        trace_command,
+        LogLines, Odiglet, PROPAGATION, Traced, enable_propagation, exit_status, free_port, get,
+        hex, text, trace_command,
     },
     guards::ChildGuard,
     privileges::privileged,
@@ -353,72 +349,6 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
         .enable_propagation(&cgroup2)
         .expect("sock_ops and sk_msg attach");
     probes.enable_propagation(&cgroup2).expect("idempotent");
-}
-
-/// odiglet as a child process, killed if the test fails midway.
-struct Odiglet(std::process::Child);
-
-impl Drop for Odiglet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// odiglet's log lines (stderr), read on a thread so the test can wait with deadlines.
-struct LogLines(std::sync::mpsc::Receiver<String>);
-
-impl LogLines {
-    fn new(odiglet: &mut std::process::Child) -> Self {
-        use std::io::BufRead;
-        let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self(rx)
-    }
-
-    /// Waits for a line that `wanted` accepts; returns it.
-    fn wait_until(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + SPAN_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .0
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("odiglet logged no {what}"));
-            if wanted(&line) {
-                return line;
-            }
-        }
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        self.wait_until(text, |line| line.contains(text))
-    }
-
-    /// With `--log-format json`: waits for `message` logged with field `pid`.
-    fn wait_for_pid(&self, message: &str, pid: u32) {
-        self.wait_until(&format!("{message} (pid {pid})"), |line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .is_ok_and(|v| v["fields"]["message"] == message && v["fields"]["pid"] == pid)
-        });
-    }
-}
-
-/// Waits until `odiglet` exits by itself; returns its status.
-async fn exit_status(odiglet: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + SPAN_DEADLINE;
-    loop {
-        if let Some(status) = odiglet.try_wait().unwrap() {
-            return status;
-        }
-        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

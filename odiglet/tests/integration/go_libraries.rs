@@ -525,13 +525,6 @@ async fn trace_command_exports_sanitized_database_spans_under_their_request() {
         Some(service.pid().to_string())
     );
     drop(service);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = odiglet.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = crate::support::go::exit_status(&mut odiglet).await;
     assert!(status.success(), "{status}");
 }

@@ -148,8 +148,6 @@ impl Traced {
 /// Starts `odiglet trace --pid <pid>` exporting to `endpoint` with `extra` arguments, and
 /// returns once it attached (its log says so).
 pub fn trace_command(pid: u32, endpoint: &str, extra: &[&str]) -> std::process::Child {
-    use std::io::BufRead;
-
     let mut odiglet = std::process::Command::new(env!("CARGO_BIN_EXE_odiglet"))
         .args([
             "trace",
@@ -163,22 +161,75 @@ pub fn trace_command(pid: u32, endpoint: &str, extra: &[&str]) -> std::process::
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let attached = std::time::Instant::now() + SPAN_DEADLINE;
-    loop {
-        let left = attached.saturating_duration_since(std::time::Instant::now());
-        let line = rx.recv_timeout(left).expect("odiglet attaches");
-        if line.contains("attached Go probes") {
-            break;
+    // The reader thread keeps draining stderr after this returns, so odiglet never blocks.
+    LogLines::new(&mut odiglet).wait_for("attached Go probes");
+    odiglet
+}
+
+/// odiglet as a child process, killed if the test fails midway.
+pub struct Odiglet(pub std::process::Child);
+
+impl Drop for Odiglet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// odiglet's log lines (stderr), read on a thread so the test can wait with deadlines.
+pub struct LogLines(std::sync::mpsc::Receiver<String>);
+
+impl LogLines {
+    pub fn new(odiglet: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let stderr = std::io::BufReader::new(odiglet.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self(rx)
+    }
+
+    /// Waits for a line that `wanted` accepts; returns it.
+    pub fn wait_until(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + SPAN_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .0
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("odiglet logged no {what}"));
+            if wanted(&line) {
+                return line;
+            }
         }
     }
-    odiglet
+
+    pub fn wait_for(&self, text: &str) -> String {
+        self.wait_until(text, |line| line.contains(text))
+    }
+
+    /// With `--log-format json`: waits for `message` logged with field `pid`.
+    pub fn wait_for_pid(&self, message: &str, pid: u32) {
+        self.wait_until(&format!("{message} (pid {pid})"), |line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v["fields"]["message"] == message && v["fields"]["pid"] == pid)
+        });
+    }
+}
+
+/// Waits until `odiglet` exits by itself; returns its status.
+pub async fn exit_status(odiglet: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + SPAN_DEADLINE;
+    loop {
+        if let Some(status) = odiglet.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "odiglet kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn text(bytes: &[u8], len: u16) -> &str {
