@@ -1,8 +1,12 @@
 //! Logging set-up: `tracing` to stderr, plain or JSON, level from `ODIGOS_LOG_LEVEL`, with
-//! `log` records (aya, aya-log) bridged in.
+//! `log` records (aya, aya-log) bridged in. The filter can be replaced while running
+//! ([`set_directives`]): `odiglet run` follows Odigos' `effective-config` log levels.
+
+use std::{io::IsTerminal, sync::OnceLock};
 
 use clap::{Args, ValueEnum};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::info;
+use tracing_subscriber::{EnvFilter, Registry, filter::LevelFilter, fmt, prelude::*, reload};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -37,22 +41,83 @@ pub enum TelemetryError {
     },
     #[error("logging is already initialized")]
     AlreadyInitialized,
+    #[error("logging is not initialized")]
+    NotInitialized,
+    #[error("cannot replace the log filter")]
+    Reload(#[source] reload::Error),
+}
+
+/// The installed filter: the start-up directives and the handle that replaces them.
+struct LiveFilter {
+    base: String,
+    current: std::sync::Mutex<String>,
+    handle: reload::Handle<EnvFilter, Registry>,
+}
+
+static LIVE: OnceLock<LiveFilter> = OnceLock::new();
+
+fn parse(directives: &str) -> Result<EnvFilter, TelemetryError> {
+    EnvFilter::try_new(directives).map_err(|source| TelemetryError::Level {
+        level: directives.to_owned(),
+        source,
+    })
 }
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(options: &LogOptions) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(&options.level).map_err(|source| TelemetryError::Level {
-        level: options.level.clone(),
-        source,
-    })?;
+    let (filter, handle) = reload::Layer::new(parse(&options.level)?);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match options.format {
         LogFormat::Plain => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    // Colour codes only for a terminal, not for `kubectl logs` or files.
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
     };
-    installed.map_err(|_| TelemetryError::AlreadyInitialized)
+    installed.map_err(|_| TelemetryError::AlreadyInitialized)?;
+    let _ = LIVE.set(LiveFilter {
+        base: options.level.clone(),
+        current: std::sync::Mutex::new(options.level.clone()),
+        handle,
+    });
+    Ok(())
+}
+
+/// The directives logging started with (`--log-level`/`ODIGOS_LOG_LEVEL`), if initialized.
+pub fn base_directives() -> Option<&'static str> {
+    LIVE.get().map(|live| live.base.as_str())
+}
+
+/// Replaces the filter; `None` goes back to the start-up directives. A change is logged under
+/// the more verbose of the old and new filters, so raising or lowering the level both leave a
+/// line saying so. Returns whether anything changed.
+pub fn set_directives(directives: Option<&str>) -> Result<bool, TelemetryError> {
+    let live = LIVE.get().ok_or(TelemetryError::NotInitialized)?;
+    let wanted = directives.unwrap_or(&live.base);
+    let filter = parse(wanted)?;
+    let mut current = live
+        .current
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *current == wanted {
+        return Ok(false);
+    }
+    let verbosity = |f: &EnvFilter| f.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let quieter = verbosity(&filter) < verbosity(&parse(&current)?);
+    let announce = || info!(from = %current, to = %wanted, "log level changed");
+    if quieter {
+        announce();
+    }
+    live.handle.reload(filter).map_err(TelemetryError::Reload)?;
+    if !quieter {
+        announce();
+    }
+    *current = wanted.to_owned();
+    Ok(true)
 }

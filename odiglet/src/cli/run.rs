@@ -122,6 +122,7 @@ pub struct RunArgs {
 struct RunConfig {
     kubeconfig: Option<PathBuf>,
     node_name: String,
+    namespace: String,
     device_plugin: Option<DevicePluginConfig>,
     opamp: OpampConfig,
     health_addr: SocketAddr,
@@ -194,6 +195,7 @@ impl RunArgs {
         Ok(RunConfig {
             kubeconfig: self.kubeconfig,
             node_name,
+            namespace,
             device_plugin,
             opamp,
             health_addr: SocketAddr::new(
@@ -377,6 +379,7 @@ async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<
             requests,
             opamp: Some((opamp_config, ServedConfig::default())),
             detection,
+            log_levels_from: Some(config.namespace),
         },
     );
     let mut synced = glue.synced.clone();

@@ -8,12 +8,14 @@
 //! ```
 //! Pure rules live in their own modules and are unit-tested: `workload` (owner → workload,
 //! config names), `targets` (desired eBPF targets and the changes between two states),
-//! `served` (OpAMP config), `runtime_details` (write-once-then-merge).
+//! `served` (OpAMP config), `runtime_details` (write-once-then-merge), `log_level` (Odigos'
+//! `effective-config` log levels, followed live).
 
 pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod detection;
+pub mod log_level;
 pub mod runtime_details;
 pub mod served;
 pub mod targets;
@@ -50,6 +52,8 @@ pub struct GlueConfig {
     pub opamp: Option<(Arc<ConfigStore>, ServedConfig)>,
     /// Runtime detection and its status writes; `None` turns detection off.
     pub detection: Option<DetectionWorker>,
+    /// Odigos' namespace, whose `effective-config` sets the log level live; `None`: not followed.
+    pub log_levels_from: Option<String>,
 }
 
 /// The running glue.
@@ -83,6 +87,9 @@ impl Glue {
             synced: synced_tx,
         };
         tasks.spawn(controller::run(stores.clone(), changed, outputs, stopped));
+        if let Some(namespace) = config.log_levels_from {
+            tasks.spawn(log_level::follow(client.clone(), namespace));
+        }
         info!(node = %config.node_name, "watching this node's pods and InstrumentationConfigs");
         Self {
             stores,

@@ -112,6 +112,7 @@ async fn runtime_details_written_once_then_merged() {
             requests,
             opamp: None,
             detection: Some(worker),
+            log_levels_from: None,
         },
     );
 

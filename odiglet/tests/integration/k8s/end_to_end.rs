@@ -114,6 +114,7 @@ async fn config_changes_instrument_reconfigure_and_detach_a_running_go_service()
                 },
                 writer: StatusWriter::new(client.clone()),
             }),
+            log_levels_from: None,
         },
     );
 

@@ -52,6 +52,54 @@ fn sockets(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The first message of a Python agent in container `py` of [`WEB_POD`].
+fn python_agent(uid: &[u8; 16], pid: i64) -> AgentToServer {
+    AgentToServer {
+        instance_uid: uid.to_vec(),
+        agent_description: Some(AgentDescription {
+            identifying_attributes: vec![
+                kv("k8s.namespace.name", AnyValue::StringValue("shop".into())),
+                kv("k8s.pod.name", AnyValue::StringValue(WEB_POD.into())),
+                kv("k8s.container.name", AnyValue::StringValue("py".into())),
+                kv("process.vpid", AnyValue::IntValue(pid)),
+                kv(
+                    "telemetry.sdk.language",
+                    AnyValue::StringValue("python".into()),
+                ),
+            ],
+            ..Default::default()
+        }),
+        remote_config_status: Some(RemoteConfigStatus::default()),
+        ..Default::default()
+    }
+}
+
+/// Starts `odiglet run` with stderr to `log`; its stdout lines arrive on the receiver.
+fn spawn(mut cmd: Command, log: &Path) -> (Running, std_mpsc::Receiver<String>) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    let mut odiglet = Running(cmd.spawn().expect("spawn odiglet run"));
+    let stdout = odiglet.0.stdout.take().expect("stdout");
+    let (tx, lines) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (odiglet, lines)
+}
+
+/// The next announcement line (JSON), or a panic naming what was expected.
+fn next_json_line(lines: &std_mpsc::Receiver<String>, what: &str) -> Value {
+    let line = lines
+        .recv_timeout(WAIT * 2)
+        .unwrap_or_else(|_| panic!("no {what} line"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} line is not JSON ({e}): {line}"))
+}
+
 fn base_command(kubeconfig: &Path) -> Command {
     let mut cmd = Command::new(ODIGLET);
     cmd.arg("run")
@@ -156,27 +204,9 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         "ab",
         "--wasp-enabled",
         "--future-flag=1",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(std::fs::File::create(&log).expect("log file"));
-    let mut odiglet = Running(cmd.spawn().expect("spawn odiglet run"));
-    let stdout = odiglet.0.stdout.take().expect("stdout");
-    let (tx, lines) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next_line = |what: &str| -> Value {
-        let line = lines
-            .recv_timeout(WAIT * 2)
-            .unwrap_or_else(|_| panic!("no {what} line"));
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("{what} line is not JSON ({e}): {line}"))
-    };
+    ]);
+    let (mut odiglet, lines) = spawn(cmd, &log);
+    let next_line = |what: &str| next_json_line(&lines, what);
     // Started, but the API server is down: alive, not ready, and says why.
     let started = next_line("started");
     assert_eq!(started["ready"], false, "{started}");
@@ -220,25 +250,7 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
     );
 
     // A native agent in `py` gets its container's config, and an InstrumentationInstance.
-    let hello = AgentToServer {
-        instance_uid: b"run-agent-000001".to_vec(),
-        agent_description: Some(AgentDescription {
-            identifying_attributes: vec![
-                kv("k8s.namespace.name", AnyValue::StringValue("shop".into())),
-                kv("k8s.pod.name", AnyValue::StringValue(WEB_POD.into())),
-                kv("k8s.container.name", AnyValue::StringValue("py".into())),
-                kv("process.vpid", AnyValue::IntValue(11)),
-                kv(
-                    "telemetry.sdk.language",
-                    AnyValue::StringValue("python".into()),
-                ),
-            ],
-            ..Default::default()
-        }),
-        remote_config_status: Some(RemoteConfigStatus::default()),
-        ..Default::default()
-    };
-    let reply = post(Target::Tcp(opamp), &hello);
+    let reply = post(Target::Tcp(opamp), &python_agent(b"run-agent-000001", 11));
     let files = reply
         .remote_config
         .expect("remote config")
@@ -302,4 +314,120 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
         Some(0),
         "an empty device list at shutdown"
     );
+}
+
+/// Odigos' live log levels: `effective-config` in `CURRENT_NS` raises the level to debug,
+/// lowers it to error (info lines stop), and its deletion restores `ODIGOS_LOG_LEVEL`; every
+/// change is announced under the more verbose of the two levels.
+#[test]
+fn run_follows_the_effective_config_log_levels() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let api = rt.block_on(ApiServer::start());
+    let kubeconfig = tmp.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    api.apply(
+        "pods",
+        pod(
+            WEB_POD,
+            NODE,
+            "web-5d8f9c",
+            &[("py", Some("containerd://p1"), true)],
+        ),
+    );
+    let log = tmp.path().join("odiglet.log");
+    let mut cmd = base_command(&kubeconfig);
+    cmd.env("ODIGOS_LOG_LEVEL", "info")
+        .args([
+            "--health-probe-bind-port",
+            "0",
+            "--opamp-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--opamp-unix-socket")
+        .arg(tmp.path().join("opamp.sock"))
+        .arg("--kubelet-dir")
+        .arg(tmp.path().join("kubelet"))
+        .args(["--no-ebpf", "--no-device-plugin", "--no-runtime-detection"]);
+    let (_odiglet, lines) = spawn(cmd, &log);
+    let started = next_json_line(&lines, "started");
+    let opamp: std::net::SocketAddr = started["opamp"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no opamp address in {started}"));
+    assert_eq!(next_json_line(&lines, "ready")["ready"], true);
+
+    let read_log = || std::fs::read_to_string(&log).expect("log");
+    // The log from `mark` on; `mark` is the length when the step began.
+    let since = |mark: usize| read_log().get(mark..).unwrap_or_default().to_owned();
+    let wait_for = |mark: usize, needle: &str| {
+        let deadline = Instant::now() + WAIT;
+        while !since(mark).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // An unknown agent without a description is answered with a debug line.
+    let unknown_agent = || {
+        post(
+            Target::Tcp(opamp),
+            &AgentToServer {
+                instance_uid: b"run-agent-unknwn".to_vec(),
+                ..Default::default()
+            },
+        );
+    };
+    let effective_config = |yaml: &str| {
+        api.apply(
+            "configmaps",
+            json!({"metadata": {"name": "effective-config", "namespace": "odigos-system"},
+                "data": {"config.yaml": yaml}}),
+        );
+    };
+
+    let mark = read_log().len();
+    unknown_agent();
+    assert!(!since(mark).contains("DEBUG"), "info is the start-up level");
+
+    let mark = read_log().len();
+    effective_config("componentLogLevels:\n  default: debug\n  ui: error\n");
+    wait_for(mark, "log level changed from=info to=debug");
+    let mark = read_log().len();
+    unknown_agent();
+    wait_for(mark, "unknown agent without description");
+
+    // A bad edit keeps the level in force and says why.
+    let mark = read_log().len();
+    effective_config("componentLogLevels:\n  odiglet: loud\n");
+    wait_for(mark, "unknown log level `loud`");
+    let mark = read_log().len();
+    unknown_agent();
+    wait_for(mark, "unknown agent without description");
+
+    let mark = read_log().len();
+    effective_config("componentLogLevels:\n  default: error\n");
+    wait_for(mark, "log level changed from=debug to=error");
+    let mark = read_log().len();
+    post(Target::Tcp(opamp), &python_agent(b"run-agent-000002", 12));
+    unknown_agent();
+    let quiet = since(mark);
+    assert!(
+        !quiet.contains("agent registered") && !quiet.contains("DEBUG"),
+        "at error level, info and debug lines stop:\n{quiet}"
+    );
+
+    let mark = read_log().len();
+    api.remove("configmaps", "odigos-system", "effective-config");
+    wait_for(mark, "log level changed from=error to=info");
+    let mark = read_log().len();
+    post(Target::Tcp(opamp), &python_agent(b"run-agent-000003", 13));
+    assert!(since(mark).contains("agent registered"), "{}", read_log());
 }

@@ -83,6 +83,7 @@ async fn watches_drive_manager_requests_and_opamp_config() {
             requests,
             opamp: Some((store.clone(), ServedConfig::default())),
             detection: None,
+            log_levels_from: None,
         },
     );
     assert!(
@@ -215,6 +216,7 @@ async fn watches_recover_from_an_api_server_outage_with_a_relist() {
             requests,
             opamp: None,
             detection: None,
+            log_levels_from: None,
         },
     );
     assert!(matches!(

@@ -1,6 +1,6 @@
 //! A Kubernetes API-server stand-in over real HTTP, serving the REST and watch protocol of
-//! the resources odiglet uses (Pods, InstrumentationConfigs, InstrumentationInstances), so the
-//! real `kube` client and kube-runtime watchers run against it:
+//! the resources odiglet uses (Pods, ConfigMaps, InstrumentationConfigs,
+//! InstrumentationInstances), so the real `kube` client and kube-runtime watchers run against it:
 //!
 //! - GET one object; LIST (cluster-wide or per namespace) with `labelSelector`,
 //!   `fieldSelector` and the current `resourceVersion`;

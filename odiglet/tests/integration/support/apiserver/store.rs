@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 const HISTORY: usize = 4096;
 
 /// The resources served: (plural, apiVersion, kind).
-pub const RESOURCES: [(&str, &str, &str); 3] = [
+pub const RESOURCES: [(&str, &str, &str); 4] = [
     ("pods", "v1", "Pod"),
+    ("configmaps", "v1", "ConfigMap"),
     (
         "instrumentationconfigs",
         "odigos.io/v1alpha1",
