@@ -12,7 +12,9 @@ mod targets;
 
 pub use libraries::{LIBRARIES, library_bits};
 pub use probes::{AttachError, FunctionOffsets, GoCounters, GoProbes, ProcessTargets};
-pub use targets::{ALL_LIBRARIES, ResolvedTargets, TargetError, resolve as resolve_targets};
+pub use targets::{
+    ALL_LIBRARIES, ResolvedTargets, TargetError, resolve as resolve_targets, skipped_as_absent,
+};
 
 /// `net/http` server entry point: runs the handler for one request.
 pub const HTTP_SERVER_FUNCTION: &str = "net/http.serverHandler.ServeHTTP";

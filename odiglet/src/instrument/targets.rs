@@ -346,11 +346,20 @@ fn grpc_version(modules: &[GoModule]) -> Option<GoVersion> {
     GoVersion::parse(module.version.trim_start_matches('v'))
 }
 
+/// The end of a skip reason saying the library's function is not in the binary.
+const NOT_IN_BINARY: &str = "is not in the binary";
+
+/// Whether a skip reason of [`ResolvedTargets::skipped`] says the library is absent from the
+/// binary (not linked, or its function inlined away) rather than present but unsupported.
+pub fn skipped_as_absent(reason: &str) -> bool {
+    reason.ends_with(NOT_IN_BINARY)
+}
+
 /// Why a library cannot be instrumented, if it cannot: its function is not in the binary
 /// (inlined or not linked) or one of its required offsets is unknown.
 fn missing(function: &Option<FunctionOffsets>, name: &str, required: &[u32]) -> Option<String> {
     if function.is_none() {
-        return Some(format!("`{name}` is not in the binary"));
+        return Some(format!("`{name}` {NOT_IN_BINARY}"));
     }
     if required.contains(&OFFSET_NONE) {
         return Some(

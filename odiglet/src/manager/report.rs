@@ -1,11 +1,14 @@
 //! Each instrumented process as an `InstrumentationInstance` (odigos.md §5.4, reporter): name
 //! `<pod>-<hostpid>`, `identifyingAttributes = [process.pid]`, one of Odigos' four reasons,
-//! healthy only when loaded, and one component per library.
+//! healthy only when loaded, and one component per library the binary links.
 
 use serde::Serialize;
 
 use super::{ContainerKey, libraries::LIBRARIES};
-use crate::opamp::{InstanceTask, health::Health};
+use crate::{
+    instrument::skipped_as_absent,
+    opamp::{InstanceTask, health::Health},
+};
 
 /// Odigos' eBPF reporter reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -73,24 +76,23 @@ impl InstanceReport<'_> {
         }
     }
 
-    /// One component per library: enabled or disabled by config (JSON status), or missing
-    /// from this binary (the reason as text, unhealthy).
+    /// One component per library the binary links: enabled or disabled by config (JSON
+    /// status), or present but not instrumentable (the reason as text, unhealthy). Libraries
+    /// the binary does not contain are left out, as Odigos lists only what it instruments.
     fn components(&self) -> Vec<(String, bool, String)> {
         LIBRARIES
             .iter()
-            .map(|library| {
+            .filter_map(|library| {
                 let name = library.name.to_owned();
                 if self.available & library.bit == 0 {
                     let why = self
                         .skipped
                         .iter()
-                        .find(|s| s.starts_with(library.resolve_label))
-                        .cloned()
-                        .unwrap_or_else(|| "not in this binary".to_owned());
-                    return (name, false, why);
+                        .find(|s| s.starts_with(library.resolve_label))?;
+                    return (!skipped_as_absent(why)).then(|| (name, false, why.clone()));
                 }
                 let enabled = self.enabled & library.bit != 0;
-                (name, true, format!(r#"{{"enabled":"{enabled}"}}"#))
+                Some((name, true, format!(r#"{{"enabled":"{enabled}"}}"#)))
             })
             .collect()
     }
@@ -120,9 +122,13 @@ mod tests {
     }
 
     #[test]
-    fn loaded_is_healthy_with_one_component_per_library() {
+    fn loaded_is_healthy_with_one_component_per_linked_library() {
         let key = key();
-        let skipped = ["net/http client: `x` is not in the binary".to_owned()];
+        let skipped = [
+            "net/http client: `net/http.(*Transport).roundTrip` is not in the binary".to_owned(),
+            "database/sql: struct offsets unknown (no DWARF, and the shipped table has none for it)"
+                .to_owned(),
+        ];
         let task = InstanceReport {
             key: &key,
             pid: 4242,
@@ -130,7 +136,7 @@ mod tests {
             error: None,
             available: GO_LIBRARY_HTTP_SERVER,
             enabled: GO_LIBRARY_HTTP_SERVER,
-            skipped: &skipped[..0],
+            skipped: &skipped,
         }
         .upsert();
         let InstanceTask::Upsert {
@@ -156,16 +162,19 @@ mod tests {
             health.last_error,
             "Successfully loaded eBPF probes to pod: cart-7d9f-x2 container: app"
         );
-        assert_eq!(health.components.len(), LIBRARIES.len());
+        // The server is loaded; the client is not linked (left out); database/sql is linked
+        // but has no offsets (unhealthy, with why); the rest have no reason (not linked).
         assert_eq!(
-            health.components[0],
-            (
-                "net/http.server".to_owned(),
-                true,
-                r#"{"enabled":"true"}"#.to_owned()
-            )
+            health.components,
+            [
+                (
+                    "net/http.server".to_owned(),
+                    true,
+                    r#"{"enabled":"true"}"#.to_owned()
+                ),
+                ("database/sql".to_owned(), false, skipped[1].clone()),
+            ]
         );
-        assert!(!health.components[1].1, "client not available");
     }
 
     #[test]
