@@ -24,9 +24,11 @@ mod libraries;
 mod metrics;
 mod procinfo;
 mod report;
+mod retry;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -39,6 +41,7 @@ use serde::Serialize;
 use tokio::{
     sync::{mpsc, oneshot},
     task::{JoinHandle, JoinSet},
+    time::Instant,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -47,6 +50,7 @@ pub use self::{
     engine::{Engine, EngineError, EngineTotals},
     procinfo::parse_resource_attributes,
     report::InstanceReason,
+    retry::RetryPolicy,
 };
 use self::{
     procinfo::ProcessFacts,
@@ -102,6 +106,8 @@ pub struct ManagerConfig {
     /// How often wanted containers are re-listed and tracked processes checked for liveness: the
     /// safety net under lost or filtered lifecycle events.
     pub rescan_every: Duration,
+    /// When failed instrumentations that may succeed later are tried again.
+    pub retry: RetryPolicy,
 }
 
 impl ManagerConfig {
@@ -117,6 +123,7 @@ impl ManagerConfig {
             ring_buffer_bytes: 8 << 20,
             propagation: true,
             rescan_every: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -292,6 +299,8 @@ impl InstrumentationManager {
             queued: VecDeque::new(),
             examinations: JoinSet::new(),
             analyses: Arc::new(Mutex::new(HashMap::new())),
+            retry: config.retry,
+            retries: BinaryHeap::new(),
         };
         let rescan_every = config.rescan_every.max(Duration::from_millis(100));
         let task = tokio::spawn(
@@ -341,6 +350,9 @@ struct Tracked {
     attached: bool,
     reason: InstanceReason,
     error: Option<String>,
+    /// Failed attempts so far, and when the next one is due (if it will be retried).
+    failed_attempts: u32,
+    retry_at: Option<Instant>,
 }
 
 /// The result of examining one process on the blocking pool.
@@ -360,6 +372,8 @@ enum Outcome {
     Unresolved {
         facts: ProcessFacts,
         error: String,
+        /// Whether the failure may go away by itself (see `retry`).
+        transient: bool,
     },
     Resolved {
         facts: ProcessFacts,
@@ -389,6 +403,9 @@ struct Manager {
     queued: VecDeque<(u32, u64, ContainerKey)>,
     examinations: JoinSet<Examined>,
     analyses: AnalysisCache,
+    retry: RetryPolicy,
+    /// Due retries (lazily invalidated: the tracked entry's `retry_at` must still match).
+    retries: BinaryHeap<Reverse<(Instant, u32)>>,
 }
 
 impl Manager {
@@ -402,6 +419,7 @@ impl Manager {
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watching = true;
         loop {
+            let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
                 _ = &mut stop => break,
                 request = requests.recv() => match request {
@@ -423,6 +441,8 @@ impl Manager {
                     self.start_examinations();
                 }
                 _ = rescan.tick() => self.rescan(),
+                () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)),
+                    if next_retry.is_some() => self.retry_due(),
             }
         }
         self.examinations.abort_all();
@@ -639,9 +659,14 @@ impl Manager {
                 self.shared.not_go.fetch_add(1, Ordering::Relaxed);
                 self.ignored.insert(pid, start_time);
             }
-            Outcome::Unresolved { facts, error } => {
+            Outcome::Unresolved {
+                facts,
+                error,
+                transient,
+            } => {
                 warn!(pid, ?key, %error, "cannot instrument process");
-                count_failure(&self.shared, &target.distro);
+                let failed_attempts = self.failed_attempts(pid, &target);
+                let (error, retry_at) = self.plan_retry(pid, error, failed_attempts, transient);
                 self.tracked.insert(
                     pid,
                     Tracked {
@@ -653,6 +678,8 @@ impl Manager {
                         attached: false,
                         reason: InstanceReason::FailedToInitialize,
                         error: Some(error),
+                        failed_attempts,
+                        retry_at,
                     },
                 );
                 self.report(pid);
@@ -670,6 +697,8 @@ impl Manager {
         // config change is one map update.
         targets.offsets.enabled_libraries = enabled;
         let attached = self.engine.probes().attach(pid, &targets);
+        let mut failed_attempts = 0;
+        let mut retry_at = None;
         let (reason, error) = match attached {
             Ok(()) => {
                 self.engine
@@ -693,7 +722,9 @@ impl Manager {
             Err(error) => {
                 let error = format!("{:#}", anyhow::Error::new(error));
                 warn!(pid, key = ?target.key, %error, "cannot attach the Go probes");
-                count_failure(&self.shared, &target.distro);
+                failed_attempts = self.failed_attempts(pid, target);
+                let (error, at) = self.plan_retry(pid, error, failed_attempts, true);
+                retry_at = at;
                 (InstanceReason::FailedToLoad, Some(error))
             }
         };
@@ -708,9 +739,70 @@ impl Manager {
                 attached: reason == InstanceReason::LoadedSuccessfully,
                 reason,
                 error,
+                failed_attempts,
+                retry_at,
             },
         );
         self.report(pid);
+    }
+
+    /// Failed attempts for `pid` including the one that just failed; a process's failure is
+    /// counted in the metrics once, not once per attempt.
+    fn failed_attempts(&self, pid: u32, target: &ContainerTarget) -> u32 {
+        let before = self.tracked.get(&pid).map_or(0, |t| t.failed_attempts);
+        if before == 0 {
+            count_failure(&self.shared, &target.distro);
+        }
+        before + 1
+    }
+
+    /// Schedules the next attempt if the failure may pass and attempts remain; returns the
+    /// instance message (the error, and what happens next) and when the retry is due.
+    fn plan_retry(
+        &mut self,
+        pid: u32,
+        error: String,
+        failed_attempts: u32,
+        transient: bool,
+    ) -> (String, Option<Instant>) {
+        let message = match self.retry.describe(failed_attempts, transient) {
+            Some(next) => format!("{error} ({next})"),
+            None => error,
+        };
+        let retry_at = transient
+            .then(|| self.retry.delay_after(failed_attempts))
+            .flatten()
+            .map(|delay| Instant::now() + delay);
+        if let Some(at) = retry_at {
+            self.retries.push(Reverse((at, pid)));
+        }
+        (message, retry_at)
+    }
+
+    /// Examines again the failed processes whose retry is due.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, pid))) = self.retries.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.retries.pop();
+            let Some(tracked) = self.tracked.get_mut(&pid) else {
+                continue;
+            };
+            if tracked.attached || tracked.retry_at != Some(at) {
+                continue;
+            }
+            tracked.retry_at = None;
+            let key = tracked.key.clone();
+            info!(
+                pid,
+                ?key,
+                attempt = tracked.failed_attempts + 1,
+                "retrying instrumentation"
+            );
+            self.examine(pid, key);
+        }
     }
 
     fn untrack_container(&mut self, key: &ContainerKey, why: &str) {
@@ -842,6 +934,7 @@ fn examine(proc_root: &Path, pid: u32, analyses: &AnalysisCache) -> Outcome {
             Err(error) => {
                 return Outcome::Unresolved {
                     facts,
+                    transient: retry::is_transient(&error),
                     error: format!("{:#}", anyhow::Error::new(error)),
                 };
             }
