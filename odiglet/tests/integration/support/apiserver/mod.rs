@@ -1,5 +1,5 @@
 //! A Kubernetes API-server stand-in over real HTTP, serving the REST and watch protocol of
-//! the resources odiglet uses (Pods, ConfigMaps, InstrumentationConfigs,
+//! the resources odiglet uses (Pods, ConfigMaps, Nodes, InstrumentationConfigs,
 //! InstrumentationInstances), so the real `kube` client and kube-runtime watchers run against it:
 //!
 //! - GET one object; LIST (cluster-wide or per namespace) with `labelSelector`,
@@ -51,6 +51,8 @@ pub struct State {
     pub log: Vec<String>,
     /// The next N status writes conflict, as if another writer got there first.
     pub conflicts_to_inject: usize,
+    /// The same for the next N writes of objects themselves (not their status).
+    pub object_conflicts_to_inject: usize,
     /// Every request gets 503, as from an API server that is down or overloaded.
     pub unavailable: bool,
     changes: broadcast::Sender<Change>,
@@ -145,6 +147,7 @@ impl ApiServer {
             objects: Objects::default(),
             log: Vec::new(),
             conflicts_to_inject: 0,
+            object_conflicts_to_inject: 0,
             unavailable: false,
             changes,
             disconnects: watch::channel(0).0,
@@ -274,6 +277,9 @@ fn route(path: &str) -> Option<Route> {
         ["namespaces", ns, resource] => (resource, Some(ns), None, None),
         ["namespaces", ns, resource, name] => (resource, Some(ns), Some(name), None),
         ["namespaces", ns, resource, name, sub] => (resource, Some(ns), Some(name), Some(sub)),
+        // Cluster-scoped objects (Nodes).
+        [resource, name] => (resource, None, Some(name), None),
+        [resource, name, sub] => (resource, None, Some(name), Some(sub)),
         _ => return None,
     };
     let owned = |s: Option<&&str>| s.map(|s| (*s).to_owned());
@@ -368,7 +374,9 @@ async fn handle(
                 write_error(WriteError::AlreadyExists)
             } else {
                 let mut object = incoming.clone();
-                object["metadata"]["namespace"] = json!(ns);
+                if namespace.is_some() {
+                    object["metadata"]["namespace"] = json!(ns);
+                }
                 // Status is ignored on create, as with a status subresource.
                 if let Some(map) = object.as_object_mut() {
                     map.remove("status");
@@ -446,8 +454,13 @@ fn update(
     let Some(current) = st.objects.get(resource, namespace, name).cloned() else {
         return write_error(WriteError::NotFound);
     };
-    if sub.is_some() && st.conflicts_to_inject > 0 {
-        st.conflicts_to_inject -= 1;
+    let injected = if sub.is_some() {
+        &mut st.conflicts_to_inject
+    } else {
+        &mut st.object_conflicts_to_inject
+    };
+    if *injected > 0 {
+        *injected -= 1;
         // Someone else wrote meanwhile: the caller's version is now stale.
         let change = st.objects.store(resource, current).expect("stored before");
         let _ = st.changes.send(change);

@@ -9,27 +9,37 @@ use serde_json::{Map, Value, json};
 /// Changes kept for resuming watches; older versions get 410 Gone, as after compaction.
 const HISTORY: usize = 4096;
 
-/// The resources served: (plural, apiVersion, kind).
-pub const RESOURCES: [(&str, &str, &str); 4] = [
-    ("pods", "v1", "Pod"),
-    ("configmaps", "v1", "ConfigMap"),
+/// The resources served: (plural, apiVersion, kind, namespaced).
+pub const RESOURCES: [(&str, &str, &str, bool); 5] = [
+    ("pods", "v1", "Pod", true),
+    ("configmaps", "v1", "ConfigMap", true),
+    ("nodes", "v1", "Node", false),
     (
         "instrumentationconfigs",
         "odigos.io/v1alpha1",
         "InstrumentationConfig",
+        true,
     ),
     (
         "instrumentationinstances",
         "odigos.io/v1alpha1",
         "InstrumentationInstance",
+        true,
     ),
 ];
 
 pub fn api_version_kind(resource: &str) -> Option<(&'static str, &'static str)> {
     RESOURCES
         .iter()
-        .find(|(plural, _, _)| *plural == resource)
-        .map(|(_, api_version, kind)| (*api_version, *kind))
+        .find(|(plural, ..)| *plural == resource)
+        .map(|(_, api_version, kind, _)| (*api_version, *kind))
+}
+
+/// Whether objects of `resource` live in a namespace (Nodes do not).
+pub fn namespaced(resource: &str) -> bool {
+    RESOURCES
+        .iter()
+        .any(|(plural, .., namespaced)| *plural == resource && *namespaced)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,10 +123,14 @@ impl Objects {
 
     /// Stores `object` under a new version, creating or replacing; returns the change.
     pub fn store(&mut self, resource: &str, mut object: Value) -> Result<Change, WriteError> {
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .ok_or_else(|| WriteError::Invalid("metadata.namespace is required".into()))?
-            .to_owned();
+        let namespace = if namespaced(resource) {
+            object["metadata"]["namespace"]
+                .as_str()
+                .ok_or_else(|| WriteError::Invalid("metadata.namespace is required".into()))?
+                .to_owned()
+        } else {
+            String::new()
+        };
         let name = object["metadata"]["name"]
             .as_str()
             .ok_or_else(|| WriteError::Invalid("metadata.name is required".into()))?
