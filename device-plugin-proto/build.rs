@@ -6,6 +6,7 @@ use std::error::Error;
 const PROTOS: &[&str] = &[
     "proto/deviceplugin_v1beta1.proto",
     "proto/podresources_v1.proto",
+    "proto/cri_runtime_v1.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -13,8 +14,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(PROTOS, ["proto"])?;
-    // Clients and servers of both APIs: odiglet serves DevicePlugin and calls Registration and
-    // PodResourcesLister; the kubelet stand-in in the tests does the reverse.
+    // Clients and servers of every API: odiglet serves DevicePlugin and calls Registration,
+    // PodResourcesLister and the CRI; the kubelet and runtime stand-ins in the tests do the
+    // reverse.
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -28,6 +28,7 @@ use crate::{
     inspect::{
         Inspector,
         cgroup::{CgroupConfig, DEFAULT_CGROUP_ROOT},
+        cri::CriSocket,
     },
     k8s::{self, DetectionWorker, Glue, GlueConfig, StatusWriter},
     manager::{InstrumentationManager, ManagerConfig, ManagerRequest, REQUEST_CAPACITY},
@@ -104,6 +105,18 @@ pub struct RunArgs {
         default_value = "/proc"
     )]
     proc_dir: PathBuf,
+    /// The container runtime's CRI socket, for images' environment (default: the first of
+    /// containerd's, CRI-O's, cri-dockerd's and k3s' sockets that exists).
+    #[arg(long, env = "CONTAINER_RUNTIME_SOCK", value_name = "PATH")]
+    container_runtime_sock: Option<PathBuf>,
+    /// Where the host's `/run` is mounted (the CRI sockets are probed under it).
+    #[arg(
+        long,
+        env = "ODIGOS_HOST_RUN_DIR",
+        value_name = "DIR",
+        default_value = "/run"
+    )]
+    host_run_dir: PathBuf,
     /// Where the host's cgroups are mounted.
     #[arg(long, env = "ODIGOS_CGROUP_ROOT", value_name = "DIR", default_value = DEFAULT_CGROUP_ROOT)]
     cgroup_root: PathBuf,
@@ -126,7 +139,7 @@ struct RunConfig {
     device_plugin: Option<DevicePluginConfig>,
     opamp: OpampConfig,
     health_addr: SocketAddr,
-    detection: Option<(Inspector, CgroupConfig)>,
+    detection: Option<(Inspector, CgroupConfig, CriSocket)>,
     manager: Option<ManagerConfig>,
     kubelet_dir: PathBuf,
 }
@@ -189,6 +202,10 @@ impl RunArgs {
                 CgroupConfig {
                     cgroup_root: self.cgroup_root,
                     proc_root: self.proc_dir.clone(),
+                },
+                CriSocket {
+                    explicit: self.container_runtime_sock,
+                    run_dir: self.host_run_dir,
                 },
             )
         });
@@ -367,9 +384,10 @@ async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<
 
     let detection = config
         .detection
-        .map(|(inspector, cgroups)| DetectionWorker {
+        .map(|(inspector, cgroups, cri)| DetectionWorker {
             inspector,
             cgroups,
+            cri,
             writer: StatusWriter::new(client.clone()),
         });
     let glue = Glue::start(

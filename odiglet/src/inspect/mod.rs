@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod cri;
 pub mod elf;
 pub mod environ;
 pub mod language;

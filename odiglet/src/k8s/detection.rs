@@ -4,7 +4,10 @@
 //! Jobs arrive through a bounded queue (the triggers are in `controller`) and one worker runs
 //! them: inspection on the blocking pool (it reads `/proc` and ELF files), then a JSON merge
 //! patch of the status subresource carrying the `resourceVersion` read, so a concurrent writer
-//! makes it fail with 409 and the worker re-reads, re-merges and retries.
+//! makes it fail with 409 and the worker re-reads, re-merges and retries. Before the write,
+//! the image's own values of the variables Odigos' agents append to are asked of the container
+//! runtime (CRI); when that fails and the process shows such a variable, the reason is
+//! recorded instead (`criErrorMessage`), as Odigos does.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{
-    crd::{InstrumentationConfig, RuntimeDetailsByContainer},
+    crd::{EnvVar, InstrumentationConfig, RuntimeDetailsByContainer},
     runtime_details::{self, merge, overall_reason},
     targets::container_id,
 };
@@ -26,6 +29,7 @@ use crate::inspect::{
     Inspector,
     cgroup::{CgroupConfig, ContainerRef, QosClass},
     container::DetectionReason,
+    cri::{Cri, CriSocket},
 };
 
 /// Pending detection jobs; beyond this a trigger is dropped with a warning (the next pod
@@ -76,18 +80,25 @@ pub struct DetectionJob {
     pub pods: Vec<PodSnapshot>,
 }
 
+/// One inspected container: its status entry and the runtime id it was found under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InspectedContainer {
+    pub details: RuntimeDetailsByContainer,
+    pub container_id: String,
+}
+
 /// Inspects a workload's pods: per container, the first pod where processes were found
 /// decides. Containers without a live process are left out (nothing to record yet).
 pub fn inspect_pods(
     inspector: &Inspector,
     cgroups: &CgroupConfig,
     pods: &[PodSnapshot],
-) -> (Vec<RuntimeDetailsByContainer>, DetectionReason) {
-    let mut details: Vec<RuntimeDetailsByContainer> = Vec::new();
+) -> (Vec<InspectedContainer>, DetectionReason) {
+    let mut details: Vec<InspectedContainer> = Vec::new();
     let mut reasons = Vec::new();
     for pod in pods {
         for (name, id) in &pod.containers {
-            if details.iter().any(|d| d.container_name == *name) {
+            if details.iter().any(|d| d.details.container_name == *name) {
                 continue;
             }
             let container = ContainerRef {
@@ -99,7 +110,10 @@ pub fn inspect_pods(
             match inspector.inspect_container(cgroups, &container) {
                 Ok((runtime, _)) if !runtime.pids.is_empty() => {
                     reasons.push(runtime.reason);
-                    details.push(runtime_details::from_container(name, &runtime));
+                    details.push(InspectedContainer {
+                        details: runtime_details::from_container(name, &runtime),
+                        container_id: id.clone(),
+                    });
                 }
                 Ok(_) => debug!(pod = %pod.name, container = %name, "no processes found yet"),
                 Err(error) => {
@@ -204,11 +218,59 @@ impl DetectionQueue {
     }
 }
 
+/// The variables whose image value is recorded for a language: `LD_PRELOAD` and the one its
+/// Odigos agent appends to (`common/envOverwrite`).
+fn image_env_names(language: &str) -> &'static [&'static str] {
+    match language {
+        "javascript" => &["LD_PRELOAD", "NODE_OPTIONS"],
+        "python" => &["LD_PRELOAD", "PYTHONPATH"],
+        "java" => &["LD_PRELOAD", "JAVA_TOOL_OPTIONS"],
+        _ => &["LD_PRELOAD"],
+    }
+}
+
+/// Fills `envFromContainerRuntime` from the image, or `criErrorMessage` when the runtime
+/// cannot say and the process has one of the variables (an image value may hide behind it).
+async fn add_image_env(cri: Result<&Cri, &str>, inspected: &mut InspectedContainer) {
+    let details = &mut inspected.details;
+    let names = image_env_names(&details.language);
+    let image_env = match cri {
+        Ok(cri) => cri
+            .image_env(&inspected.container_id)
+            .await
+            .map_err(|error| format!("{:#}", anyhow::Error::new(error))),
+        Err(error) => Err(error.to_owned()),
+    };
+    match image_env {
+        Ok(env) => {
+            details.env_from_container_runtime = env
+                .into_iter()
+                .filter(|(name, _)| names.contains(&name.as_str()))
+                .map(|(name, value)| EnvVar { name, value })
+                .collect();
+        }
+        Err(error) => {
+            let shown = details
+                .env_vars
+                .iter()
+                .any(|e| names.contains(&e.name.as_str()) && !e.value.is_empty());
+            if shown {
+                warn!(container = %details.container_name, %error, "cannot read the image's environment");
+                details.cri_error_message = Some(error);
+            } else {
+                debug!(container = %details.container_name, %error, "no image environment (not needed)");
+            }
+        }
+    }
+}
+
 /// Everything the worker needs.
 pub struct DetectionWorker {
     pub inspector: Inspector,
     pub cgroups: CgroupConfig,
     pub writer: StatusWriter,
+    /// The container runtime's CRI socket (image env).
+    pub cri: CriSocket,
 }
 
 impl DetectionWorker {
@@ -228,14 +290,22 @@ impl DetectionWorker {
                 inspect_pods(&worker.inspector, &worker.cgroups, &pods)
             })
             .await;
-            let Ok((details, reason)) = inspected else {
+            let Ok((mut inspected, reason)) = inspected else {
                 warn!(namespace = %job.namespace, config = %job.config, "inspection task failed");
                 continue;
             };
-            if details.is_empty() {
+            if inspected.is_empty() {
                 debug!(namespace = %job.namespace, config = %job.config, "no container processes to record");
                 continue;
             }
+            let cri = Cri::connect(&this.cri)
+                .await
+                .map_err(|error| format!("{:#}", anyhow::Error::new(error)));
+            for container in &mut inspected {
+                add_image_env(cri.as_ref().map_err(String::as_str), container).await;
+            }
+            let details: Vec<RuntimeDetailsByContainer> =
+                inspected.into_iter().map(|c| c.details).collect();
             match this
                 .writer
                 .write(&job.namespace, &job.config, &details, reason)

@@ -257,6 +257,13 @@ fn daemonset_gives_odiglet_what_it_reads() {
     let (cgroup, volume) = mount(pod, odiglet, cgroup_root);
     assert_eq!(cgroup["readOnly"], true);
     assert_eq!(volume["hostPath"]["path"], "/sys/fs/cgroup");
+    // The CRI sockets: the host's /run where `ODIGOS_HOST_RUN_DIR` says, read-only.
+    let run_dir = env(odiglet, "ODIGOS_HOST_RUN_DIR")["value"]
+        .as_str()
+        .unwrap();
+    let (run, volume) = mount(pod, odiglet, run_dir);
+    assert_eq!(run["readOnly"], true);
+    assert_eq!(volume["hostPath"]["path"], "/run");
     for host in [
         "/var/lib/kubelet/device-plugins",
         "/var/lib/kubelet/pod-resources",

@@ -1,19 +1,22 @@
 //! Runtime detection in cluster mode: real processes stand in for a container (their PIDs in
 //! a cgroupfs-layout `cgroup.procs` under a test cgroup root), pods become ready in the API
 //! server, and the InstrumentationConfig's status gets runtime details written once, then
-//! merged only when something the rules care about changes.
+//! merged only when something the rules care about changes. The image's environment comes
+//! from a container-runtime (CRI) stand-in.
 
 use std::{path::Path, process::Command, time::Duration};
 
 use odiglet::{
-    inspect::{Inspector, cgroup::CgroupConfig},
+    inspect::{Inspector, cgroup::CgroupConfig, cri::CriSocket},
     k8s::{DetectionWorker, Glue, GlueConfig, StatusWriter},
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::support::{apiserver::ApiServer, guards::ChildGuard, runtimes::find};
+use crate::support::{
+    apiserver::ApiServer, cri::ContainerRuntime, guards::ChildGuard, runtimes::find,
+};
 
 const POD: &str = "api-6b7c8d-aaaaa";
 const CONFIG: &str = "deployment-api";
@@ -95,6 +98,18 @@ async fn runtime_details_written_once_then_merged() {
     api.apply("instrumentationconfigs", ic);
     api.apply("pods", api_pod("c1", true));
 
+    // The runtime knows c1's image (c2, started later, is unknown to it).
+    let runtime_dir = tempfile::tempdir().expect("tempdir");
+    let runtime = ContainerRuntime::start(runtime_dir.path());
+    runtime.add(
+        "c1",
+        "sha256:img1",
+        &[
+            "PATH=/usr/bin",
+            "PYTHONPATH=/image/lib",
+            "JAVA_TOOL_OPTIONS=-Dnot=python",
+        ],
+    );
     let (requests, _rx) = mpsc::channel(16);
     let client = api.client();
     let worker = DetectionWorker {
@@ -104,6 +119,10 @@ async fn runtime_details_written_once_then_merged() {
             proc_root: "/proc".into(),
         },
         writer: StatusWriter::new(client.clone()),
+        cri: CriSocket {
+            explicit: Some(runtime.socket.clone()),
+            ..CriSocket::default()
+        },
     };
     let glue = Glue::start(
         &client,
@@ -124,6 +143,17 @@ async fn runtime_details_written_once_then_merged() {
     assert_eq!(entry["runtimeVersion"], "3.11.2");
     assert_eq!(entry["secureExecutionMode"], false);
     assert!(entry.get("envVars").is_none(), "{entry}");
+    // The image's value of the variable Python's agent appends to; not the other languages'.
+    assert_eq!(
+        entry["envFromContainerRuntime"],
+        json!([{"name": "PYTHONPATH", "value": "/image/lib"}]),
+        "{entry}"
+    );
+    assert!(entry.get("criErrorMessage").is_none(), "{entry}");
+    assert_eq!(
+        runtime.calls()[..2],
+        ["ContainerStatus c1", "ImageStatus sha256:img1 verbose=true"]
+    );
     let conditions = ic["status"]["conditions"].as_array().expect("conditions");
     let detection = conditions
         .iter()
@@ -194,11 +224,13 @@ async fn runtime_details_written_once_then_merged() {
     );
 
     // A new InstrumentationConfig (no status) for a workload with a ready pod is inspected.
+    // Its container (c2, with LD_PRELOAD) is unknown to the runtime: the error is recorded,
+    // as the process shows a variable whose image value cannot be read.
     let worker_pod = pod(
         "jobs-77f-bbbbb",
         NODE,
         "jobs-77f",
-        &[("w", Some("containerd://c1"), true)],
+        &[("w", Some("containerd://c2"), true)],
     );
     // The cgroup layout uses the pod uid: give this pod the same uid as the first one's dir.
     let mut worker_pod = worker_pod;
@@ -208,11 +240,18 @@ async fn runtime_details_written_once_then_merged() {
         "instrumentationconfigs",
         config("deployment-jobs", json!([])),
     );
-    eventually("details for the new config", || {
+    let jobs = eventually("details for the new config", || {
         let ic = api.get("instrumentationconfigs", "shop", "deployment-jobs")?;
-        (ic["status"]["runtimeDetailsByContainer"][0]["containerName"] == "w").then_some(())
+        let entry = ic["status"]["runtimeDetailsByContainer"][0].clone();
+        (entry["containerName"] == "w").then_some(entry)
     })
     .await;
+    let cri_error = jobs["criErrorMessage"].as_str().unwrap_or_default();
+    assert!(
+        cri_error.contains("ContainerStatus failed") && cri_error.contains("not found"),
+        "{jobs}"
+    );
+    assert!(jobs.get("envFromContainerRuntime").is_none(), "{jobs}");
 
     glue.shutdown().await;
     drop((first, second));

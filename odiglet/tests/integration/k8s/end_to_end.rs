@@ -113,6 +113,7 @@ async fn config_changes_instrument_reconfigure_and_detach_a_running_go_service()
                     proc_root: "/proc".into(),
                 },
                 writer: StatusWriter::new(client.clone()),
+                cri: Default::default(),
             }),
             log_levels_from: None,
         },

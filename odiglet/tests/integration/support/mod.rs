@@ -2,6 +2,7 @@
 
 pub mod apiserver;
 pub mod build;
+pub mod cri;
 pub mod events;
 pub mod go;
 pub mod guards;
