@@ -324,9 +324,17 @@ pub fn deploy_checks() -> anyhow::Result<()> {
                     .any(|l| l.trim() == format!("Version: {version}"))
         })
     });
-    if installed {
+    // A virtualenv made under another path (a copied target/) keeps that path in its scripts'
+    // shebangs, so its commands no longer start: make it again.
+    let own_shebang = format!("#!{}", venv.join("bin/").display());
+    let scripts_work = std::fs::read_to_string(venv.join("bin/kubernetes-validate"))
+        .is_ok_and(|script| script.starts_with(&own_shebang));
+    if installed && scripts_work {
         step("deploy checks", "already installed");
         return Ok(());
+    }
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv)?;
     }
     let specs: Vec<String> = DEPLOY_CHECK_PACKAGES
         .iter()
