@@ -76,19 +76,15 @@ fn floor_object(root: &Path) -> PathBuf {
 }
 
 /// Exactly the points where `GoProbes::attach` puts a uprobe on a net/http program: the
-/// entries and RETs of the server and client functions, the RETs of the header-line function
-/// and the entry of the connection function (this target links no gRPC or database/sql).
+/// entries and RETs of the server and client functions and the entry of the connection
+/// function (this target links no gRPC or database/sql).
 fn probe_points(targets: &ProcessTargets) -> Vec<u64> {
     let entries = [
         &targets.http_server,
         &targets.http_client,
         &targets.connection,
     ];
-    let returns = [
-        &targets.http_server,
-        &targets.http_client,
-        &targets.header_line,
-    ];
+    let returns = [&targets.http_server, &targets.http_client];
     let entry_points = entries.into_iter().flatten().map(|f| f.entry);
     let return_points = returns
         .into_iter()

@@ -19,10 +19,6 @@ use odiglet::{
 use odiglet_common::{GoSpanRecord, decode_go_span};
 use tokio::time::{Instant, timeout_at};
 
-/// Socket programs attach to the cgroup root and a socket joins one sockmap's programs at a
-/// time, so the tests that enable propagation take turns.
-pub static PROPAGATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 pub const SPAN_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
