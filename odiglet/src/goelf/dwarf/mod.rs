@@ -102,7 +102,7 @@ pub fn read_partial(image: &ElfImage, version: GoVersion) -> Result<Option<Parti
 pub fn struct_members(
     image: &ElfImage,
     wanted: &[(&'static str, &'static str)],
-) -> Result<Option<HashMap<(&'static str, &'static str), u64>>, DwarfError> {
+) -> Result<Option<MemberOffsets>, DwarfError> {
     let fields: Vec<fields::Field> = wanted
         .iter()
         .map(|&(structure, member)| fields::Field {
@@ -231,16 +231,17 @@ pub fn extract_partial<'a>(
     Ok(Partial { offsets, missing })
 }
 
-type Found = HashMap<(&'static str, &'static str), u64>;
+/// `(struct, member) -> offset`.
+pub type MemberOffsets = HashMap<(&'static str, &'static str), u64>;
 
 /// `(struct, member) -> offset` for the members of `wanted`; each struct's first definition.
 fn member_offsets<'a>(
     section: impl Fn(SectionId) -> &'a [u8],
     wanted: &[&fields::Field],
-) -> Result<Found, DwarfError> {
+) -> Result<MemberOffsets, DwarfError> {
     let sections = gimli::DwarfSections::load(|id| Ok::<_, gimli::Error>(section(id)))?;
     let dwarf = sections.borrow(|bytes| EndianSlice::new(bytes, LittleEndian));
-    let mut found = Found::new();
+    let mut found = MemberOffsets::new();
     let mut structs_left: Vec<&'static str> = Vec::new();
     for field in wanted {
         if !structs_left.contains(&field.structure) {
@@ -332,7 +333,7 @@ fn record_member<'a>(
     entry: &Entry<'a>,
     structure: &'static str,
     wanted: &[&fields::Field],
-    found: &mut Found,
+    found: &mut MemberOffsets,
 ) {
     let Some(name) = strings.name(entry) else {
         return;
