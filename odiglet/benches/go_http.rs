@@ -1,7 +1,8 @@
 //! Throughput of a hello-world Go HTTP server with and without odiglet's instrumentation
-//! (server spans, incoming-context probe, ring buffer drained by the real span reader), and
-//! the floor under it: an empty uprobe program attached at exactly the same points, so the
-//! trap cost of the kernel is told apart from the cost of odiglet's programs.
+//! (server spans with the incoming traceparent looked up in the header map, ring buffer drained
+//! by the real span reader), and the floor under it: an empty uprobe program attached at
+//! exactly the same points, so the trap cost of the kernel is told apart from the cost of
+//! odiglet's programs.
 //! Needs root, Go (`cargo xtask setup`) and the eBPF objects (`cargo xtask build-ebpf`).
 //! `cargo bench -p odiglet --bench go_http`.
 //!
