@@ -239,6 +239,20 @@ pub struct GoOffsets {
     pub http2_meta_fields: u32,
     pub http2_headers_frame_header: u32,
     pub http2_frame_stream_id: u32,
+    // Incoming `traceparent`: `Request.Header` (a `map[string][]string`) and the runtime's map
+    // internals. Before Go 1.24 (`runtime.hmap`):
+    pub request_header: u32,
+    pub hmap_flags: u32,
+    pub hmap_b: u32,
+    pub hmap_buckets: u32,
+    pub hmap_oldbuckets: u32,
+    /// Go >= 1.24 swiss tables: `internal/runtime/maps.Map.dirPtr` and `.dirLen`,
+    /// `maps.table.groups` and `maps.groupsReference.data` and `.lengthMask`.
+    pub swiss_dir_ptr: u32,
+    pub swiss_dir_len: u32,
+    pub swiss_table_groups: u32,
+    pub swiss_groups_data: u32,
+    pub swiss_groups_length_mask: u32,
     /// `DB_SYSTEM_*` of the SQL driver linked in (not an offset: copied into `DbSpan`).
     pub db_system: u32,
     /// `GO_LIBRARY_*` bits of the instrumentation enabled for this process.
@@ -326,7 +340,36 @@ pub const GO_COUNTER_INJECTED: u32 = 4;
 pub const GO_COUNTER_INJECT_SKIPPED: u32 = 5;
 /// Index: injections that failed (not HTTP/1, buffer too short, helper errors).
 pub const GO_COUNTER_INJECT_FAILED: u32 = 6;
-pub const GO_COUNTERS_LEN: u32 = 7;
+/// Index: requests whose header map was larger than the probe searches (`HEADER_MAP_*`), with no
+/// `traceparent` found in the part searched.
+pub const GO_COUNTER_TRACEPARENT_UNSEARCHED: u32 = 7;
+pub const GO_COUNTERS_LEN: u32 = 8;
+
+// The layout of a `map[string][]string` (`http.Header`) entry container. The compiler builds it
+// from the runtime's map ABI (8 entries per bucket or group; `string` 16 bytes, `[]string` 24)
+// and names it only in synthesized DWARF types (`noalg.map.bucket[string][]string`,
+// `noalg.map.group[string][]string`) that recent linkers often leave out; the goelf
+// integration tests check these numbers against those types where a binary has them.
+
+/// Entries per bucket (Go < 1.24) or group (swiss tables).
+pub const GO_MAP_SLOTS: usize = 8;
+/// Bucket: `tophash [8]uint8`, `keys [8]string`, `elems [8][]string`, `overflow *bucket`.
+pub const GO_BUCKET_KEYS: usize = 8;
+pub const GO_BUCKET_ELEMS: usize = GO_BUCKET_KEYS + GO_MAP_SLOTS * 16;
+pub const GO_BUCKET_OVERFLOW: usize = GO_BUCKET_ELEMS + GO_MAP_SLOTS * 24;
+pub const GO_BUCKET_SIZE: usize = GO_BUCKET_OVERFLOW + 8;
+/// Group: `ctrl uint64` (one byte per slot), then 8 slots of `{key string; elem []string}`.
+pub const GO_GROUP_SLOTS_OFFSET: usize = 8;
+pub const GO_GROUP_SLOT_ELEM: usize = 16;
+pub const GO_GROUP_SLOT_SIZE: usize = GO_GROUP_SLOT_ELEM + 24;
+pub const GO_GROUP_SIZE: usize = GO_GROUP_SLOTS_OFFSET + GO_MAP_SLOTS * GO_GROUP_SLOT_SIZE;
+
+/// Bounds of the header-map search: bucket visits (main and overflow buckets, old buckets
+/// during growth; 64 buckets hold about 400 headers at Go's load factor), and for swiss tables
+/// the directory entries and groups visited (8 tables, 128 groups: 1024 slots).
+pub const HEADER_MAP_BUCKETS_MAX: u32 = 64;
+pub const HEADER_MAP_TABLES_MAX: u32 = 8;
+pub const HEADER_MAP_GROUPS_MAX: u32 = 128;
 
 /// Calls in flight at once per probe (LRU: goroutines that never return are evicted).
 pub const GO_INFLIGHT_MAX: u32 = 4096;
@@ -358,7 +401,7 @@ const _: () = assert!(
             + HTTP_PATH_LEN
             + HTTP_PROTO_LEN
 );
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 34 * 4);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 44 * 4);
 const _: () = assert!(core::mem::size_of::<DbSpan>() == 104 + 8 + DB_QUERY_LEN);
 const _: () =
     assert!(core::mem::size_of::<GrpcServerSpan>() == 104 + 16 + GRPC_METHOD_LEN + IP_LEN);

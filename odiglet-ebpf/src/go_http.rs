@@ -2,9 +2,9 @@
 //! the per-process offsets, the span ring buffer and the active span of each goroutine.
 //!
 //! `net/http`: uprobes at the entry and at every RET (never uretprobes:
-//! they corrupt Go stacks) of `serverHandler.ServeHTTP` and `(*Transport).roundTrip`, plus the
-//! RETs of `textproto.(*Reader).readContinuedLineSlice` to pick up an incoming `traceparent`
-//! on every Go version (Go >= 1.24's swiss-table maps make walking `Request.Header` fragile).
+//! they corrupt Go stacks) of `serverHandler.ServeHTTP` and `(*Transport).roundTrip`. The
+//! incoming `traceparent` is looked up in `Request.Header` at the server entry (bucket maps
+//! before Go 1.24, swiss tables since), so a request costs two traps whatever its headers.
 //!
 //! One object serves every Go process: struct offsets come from `GO_PROCESSES`, keyed by PID
 //! and written by user space, which also says which libraries are enabled. Calls in flight
@@ -16,24 +16,34 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, pt_regs, sk_action::SK_PASS},
+    bindings::{
+        BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, pt_regs,
+        sk_action::SK_PASS,
+    },
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        generated::{bpf_loop, bpf_msg_pull_data, bpf_probe_read_kernel},
+        generated::{
+            bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data, bpf_probe_read_kernel,
+            bpf_probe_read_user,
+        },
     },
     macros::{map, sk_msg, sock_ops, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
     programs::{ProbeContext, SkMsgContext, SockOpsContext},
 };
 use odiglet_common::go::{
-    ClientCall, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED, GO_COUNTER_INJECT_SKIPPED,
+    ClientCall, GO_BUCKET_ELEMS, GO_BUCKET_KEYS, GO_BUCKET_OVERFLOW, GO_BUCKET_SIZE,
+    GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED, GO_COUNTER_INJECT_SKIPPED,
     GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL,
-    GO_COUNTERS_LEN, GO_INFLIGHT_MAX, GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION,
-    GO_LIBRARY_HTTP_SERVER, GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT,
-    GO_SPAN_HTTP_SERVER, GoOffsets, GoroutineKey, HttpClientSpan, HttpServerSpan, OFFSET_NONE,
-    SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED,
-    ServerCall, SpanContext, SpanHeader, TRACEPARENT_HEADER_LEN, TRACEPARENT_HPACK_LEN,
-    connection_key,
+    GO_COUNTER_TRACEPARENT_UNSEARCHED, GO_COUNTERS_LEN, GO_GROUP_SIZE, GO_GROUP_SLOT_ELEM,
+    GO_GROUP_SLOT_SIZE, GO_GROUP_SLOTS_OFFSET, GO_INFLIGHT_MAX, GO_LIBRARY_GRPC_PROPAGATION,
+    GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER, GO_MAP_SLOTS,
+    GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GoOffsets,
+    GoroutineKey, HEADER_MAP_BUCKETS_MAX, HEADER_MAP_GROUPS_MAX, HEADER_MAP_TABLES_MAX,
+    HttpClientSpan, HttpServerSpan, OFFSET_NONE, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
+    SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, ServerCall, SpanContext, SpanHeader,
+    TRACEPARENT_HEADER_LEN, TRACEPARENT_HPACK_LEN, connection_key,
 };
 use odiglet_ebpf::{go_register, goroutine, random_u64, read_go_string, read_user_at};
 
@@ -69,11 +79,6 @@ static CLIENT_CALLS: LruHashMap<GoroutineKey, ClientCall> =
 static ACTIVE_SPANS: LruHashMap<GoroutineKey, SpanContext> =
     LruHashMap::with_max_entries(GO_INFLIGHT_MAX, 0);
 
-/// A `traceparent` header read on a goroutine, waiting for the server call it belongs to.
-#[map]
-static INCOMING_PARENTS: LruHashMap<GoroutineKey, SpanContext> =
-    LruHashMap::with_max_entries(GO_INFLIGHT_MAX, 0);
-
 /// Per-CPU space to build call state: too large for the 512-byte stack.
 #[map]
 static SERVER_SCRATCH: PerCpuArray<ServerCall> = PerCpuArray::with_max_entries(1, 0);
@@ -82,14 +87,34 @@ static CLIENT_SCRATCH: PerCpuArray<ClientCall> = PerCpuArray::with_max_entries(1
 
 /// W3C `traceparent` value: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
 const TRACEPARENT_VALUE_LEN: usize = 55;
-const TRACEPARENT_NAME: &[u8; 12] = b"traceparent:";
-/// Longest header line we look at: name, colon, some spaces and the value.
-const TRACEPARENT_LINE_MAX: u64 = 96;
 
 fn count(index: u32) {
     if let Some(counter) = GO_COUNTERS.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot; nothing else writes it concurrently.
         unsafe { *counter += 1 };
+    }
+}
+
+/// A submit wakes the reader once unread data passes `ring size >> WAKEUP_SHIFT` (1/8 of the
+/// ring: 128 KiB of a 1 MiB ring, about 180 server spans). Below that, spans wait for the
+/// reader's timer (`odiglet::ring::DRAIN_INTERVAL`), so a busy server pays no wakeup (irq_work,
+/// epoll wake, context switch) per span, and the 7/8 left absorb bursts while the woken reader
+/// gets scheduled. Relative to the ring's actual size, so it holds whatever size user space set.
+const WAKEUP_SHIFT: u64 = 3;
+
+/// Copies a finished span into `GO_SPANS`, waking the reader only when the ring is filling up.
+/// Every span submit goes through here; a full ring is counted.
+#[inline(always)]
+fn submit_span<T>(span: &T) {
+    let unread = GO_SPANS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = GO_SPANS.query(u64::from(BPF_RB_RING_SIZE));
+    let flags = if unread >= size >> WAKEUP_SHIFT {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if GO_SPANS.output::<T>(span, u64::from(flags)).is_err() {
+        count(GO_COUNTER_RINGBUF_FULL);
     }
 }
 
@@ -227,10 +252,8 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     let span = &mut call.span;
     init_header(&mut span.header, GO_SPAN_HTTP_SERVER, &key);
 
-    // SAFETY: a lookup whose value is copied out at once.
-    let parent = unsafe { INCOMING_PARENTS.get(key) }.copied();
+    let parent = incoming_parent(call.request, &off);
     if let Some(parent) = parent {
-        let _ = INCOMING_PARENTS.remove(key);
         span.header.parent = parent;
         span.header.flags |= SPAN_FLAG_HAS_PARENT | SPAN_FLAG_PARENT_REMOTE;
     }
@@ -336,9 +359,7 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
             }
         }
         span.header.flags = flags;
-        if GO_SPANS.output::<HttpServerSpan>(&call.span, 0).is_err() {
-            count(GO_COUNTER_RINGBUF_FULL);
-        }
+        submit_span::<HttpServerSpan>(&call.span);
     }
     let _ = SERVER_CALLS.remove(key);
     let _ = ACTIVE_SPANS.remove(key);
@@ -459,62 +480,318 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
             );
         }
         span.header.flags = flags;
-        if GO_SPANS.output::<HttpClientSpan>(&call.span, 0).is_err() {
-            count(GO_COUNTER_RINGBUF_FULL);
-        }
+        submit_span::<HttpClientSpan>(&call.span);
     }
     let _ = CLIENT_CALLS.remove(key);
     Ok(())
 }
 
 // === incoming trace context ===
+//
+// `Request.Header` is a `map[string][]string` whose keys textproto canonicalized, so the header
+// is the key `Traceparent`. Rather than hash (the seed and hash function are the runtime's),
+// the probe walks the map's storage and compares every full slot whose key is 11 bytes long:
+// before Go 1.24 the bucket array (with overflow chains, and the old array while the map
+// grows); since, the swiss-table directory, each table's groups, or the single group of a
+// small map. Bounded by `HEADER_MAP_*`; a larger map is searched in part and counted.
 
-#[uprobe]
-pub fn odiglet_go_textproto_line_return(ctx: ProbeContext) -> u32 {
-    let _ = try_header_line(&ctx);
+const TRACEPARENT_KEY: &[u8; 11] = b"Traceparent";
+/// Bucket `tophash` values below this mark empty or evacuated slots (the runtime's `minTopHash`).
+const MIN_TOP_HASH: u8 = 5;
+/// `hmap.flags` bit: the map grows in place, so the old bucket array is as long as the new one.
+const SAME_SIZE_GROW: u8 = 8;
+/// Swiss-table control byte: the top bit is clear for a full slot.
+const CTRL_EMPTY_BIT: u64 = 0x80;
+/// A `B` larger than this is refused outright (the array alone exceeds the bound).
+const BUCKET_SHIFT_MAX: u8 = 15;
+const MAP_WORDS: usize = GO_BUCKET_SIZE / 8;
+const _: () = assert!(GO_GROUP_SIZE <= GO_BUCKET_SIZE && GO_BUCKET_SIZE.is_multiple_of(8));
+
+/// One bucket or group of a header map, copied in one read and then read word by word.
+#[map]
+static MAP_SCRATCH: PerCpuArray<[u64; MAP_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The remote parent carried by the request's `traceparent` header, if any.
+fn incoming_parent(request: u64, off: &GoOffsets) -> Option<SpanContext> {
+    // SAFETY: user-memory reads along Request.Header and the runtime's map structures.
+    unsafe {
+        let header = pointer_field(request, off.request_header);
+        if header == 0 {
+            return None;
+        }
+        let values = if off.swiss_dir_ptr != OFFSET_NONE {
+            find_in_swiss_map(header, off)
+        } else if off.hmap_buckets != OFFSET_NONE {
+            find_in_bucket_map(header, off)
+        } else {
+            None
+        }?;
+        // The first string of the `[]string` value.
+        let [ptr, len] = read_user_at::<[u64; 2]>(values, 0).ok()?;
+        if len < TRACEPARENT_VALUE_LEN as u64 {
+            return None;
+        }
+        let value: [u8; TRACEPARENT_VALUE_LEN] = read_user_at(ptr, 0).ok()?;
+        parse_traceparent(&value)
+    }
+}
+
+/// When the slot whose key header is at word `key` of `words` is `Traceparent`, the address of
+/// its `[]string` value's first element (the value header is at word `elem`).
+#[inline(always)]
+fn traceparent_slot(words: &[u64; MAP_WORDS], key: usize, elem: usize) -> Option<u64> {
+    let (ptr, len) = (*words.get(key)?, *words.get(key + 1)?);
+    if len != TRACEPARENT_KEY.len() as u64 || ptr == 0 {
+        return None;
+    }
+    // SAFETY: a user-memory read of the 11 key bytes (length checked above).
+    let n: [u8; 11] = unsafe { read_user_at(ptr, 0) }.ok()?;
+    // Two overlapping words rather than a byte loop, which LLVM could turn into a `bcmp` call.
+    let head = u64::from_le_bytes([n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]]);
+    let tail = u64::from_le_bytes([n[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10]]);
+    if head != u64::from_le_bytes(*b"Tracepar") || tail != u64::from_le_bytes(*b"ceparent") {
+        return None;
+    }
+    let (values, count) = (*words.get(elem)?, *words.get(elem + 1)?);
+    (values != 0 && count > 0).then_some(values)
+}
+
+/// Copies `len` bytes at `at` into `MAP_SCRATCH`.
+#[inline(always)]
+fn copy_container(at: u64, len: usize) -> Option<&'static [u64; MAP_WORDS]> {
+    let buf = MAP_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: copies at most the scratch's size (`len <= GO_BUCKET_SIZE`) from user memory.
+    let copied = unsafe { bpf_probe_read_user(buf.cast(), len as u32, at as *const c_void) };
+    // SAFETY: per-CPU scratch, used only during this run.
+    (copied == 0).then(|| unsafe { &*buf })
+}
+
+/// State of the `bpf_loop` over a bucket map (Go < 1.24).
+#[repr(C)]
+struct BucketWalk {
+    /// The bucket array being walked, its length and the next index.
+    array: u64,
+    count: u64,
+    next: u64,
+    /// The old array while the map grows (walked second), else 0.
+    old_array: u64,
+    old_count: u64,
+    /// The bucket to visit next in the current chain (overflow buckets), 0 for the array's next.
+    current: u64,
+    /// Result: the value's first element, and 1 once every bucket was searched.
+    found: u64,
+    done: u64,
+}
+
+/// # Safety
+/// User-memory reads only.
+unsafe fn find_in_bucket_map(hmap: u64, off: &GoOffsets) -> Option<u64> {
+    // SAFETY: forwarded contract.
+    let (flags, b, buckets, old) = unsafe {
+        (
+            read_user_at::<u8>(hmap, off.hmap_flags).ok()?,
+            read_user_at::<u8>(hmap, off.hmap_b).ok()?,
+            pointer_field(hmap, off.hmap_buckets),
+            pointer_field(hmap, off.hmap_oldbuckets),
+        )
+    };
+    if b > BUCKET_SHIFT_MAX || buckets == 0 {
+        count(GO_COUNTER_TRACEPARENT_UNSEARCHED);
+        return None;
+    }
+    let old_shift = if flags & SAME_SIZE_GROW != 0 || b == 0 {
+        b
+    } else {
+        b - 1
+    };
+    let mut walk = BucketWalk {
+        array: buckets,
+        count: 1 << b,
+        next: 0,
+        old_array: old,
+        old_count: 1 << old_shift,
+        current: 0,
+        found: 0,
+        done: 0,
+    };
+    // SAFETY: the callback has the signature bpf_loop expects; `walk` outlives the call.
+    unsafe {
+        bpf_loop(
+            HEADER_MAP_BUCKETS_MAX + 1,
+            walk_buckets as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    finish_walk(walk.found, walk.done)
+}
+
+fn finish_walk(found: u64, done: u64) -> Option<u64> {
+    if found == 0 && done == 0 {
+        count(GO_COUNTER_TRACEPARENT_UNSEARCHED);
+    }
+    (found != 0).then_some(found)
+}
+
+/// `bpf_loop` callback: visits one bucket. Returns 1 to stop.
+#[inline(never)]
+extern "C" fn walk_buckets(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `BucketWalk` pointer given to it.
+    let walk = unsafe { &mut *ctx.cast::<BucketWalk>() };
+    if walk.current == 0 {
+        if walk.next < walk.count {
+            walk.current = walk.array + walk.next * GO_BUCKET_SIZE as u64;
+            walk.next += 1;
+        } else if walk.old_array != 0 {
+            (walk.array, walk.count, walk.next) = (walk.old_array, walk.old_count, 0);
+            walk.old_array = 0;
+            return 0;
+        } else {
+            walk.done = 1;
+            return 1;
+        }
+    }
+    let Some(words) = copy_container(walk.current, GO_BUCKET_SIZE) else {
+        return 1; // searched in part
+    };
+    let tophash = words[0];
+    for i in 0..GO_MAP_SLOTS {
+        if (tophash >> (8 * i)) as u8 >= MIN_TOP_HASH
+            && let Some(values) = traceparent_slot(
+                words,
+                (GO_BUCKET_KEYS / 8) + 2 * i,
+                (GO_BUCKET_ELEMS / 8) + 3 * i,
+            )
+        {
+            walk.found = values;
+            return 1;
+        }
+    }
+    walk.current = words[GO_BUCKET_OVERFLOW / 8];
     0
 }
 
-/// At a RET of `readContinuedLineSlice` the returned `[]byte` line is (RAX ptr, RBX len).
-fn try_header_line(ctx: &ProbeContext) -> Result<(), i32> {
-    let r = regs(ctx);
-    let (line, len) = (go_register(r, 0), go_register(r, 1));
-    if line == 0 || len < (TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN) as u64 {
-        return Ok(());
+/// State of the `bpf_loop` over a swiss-table map (Go >= 1.24).
+#[repr(C)]
+struct GroupWalk {
+    /// The directory (`*table` array), its length, the next entry and the last table seen
+    /// (a table spans consecutive entries when its depth is below the directory's).
+    dir: u64,
+    dir_len: u64,
+    dir_next: u64,
+    last_table: u64,
+    /// The current table's groups, their count and the next one.
+    groups: u64,
+    group_count: u64,
+    group_next: u64,
+    /// `table.groups`, `groupsReference.data` and `.lengthMask` offsets.
+    table_groups: u64,
+    groups_data: u64,
+    groups_mask: u64,
+    found: u64,
+    done: u64,
+}
+
+/// # Safety
+/// User-memory reads only.
+unsafe fn find_in_swiss_map(map: u64, off: &GoOffsets) -> Option<u64> {
+    if off.swiss_dir_len == OFFSET_NONE
+        || off.swiss_table_groups == OFFSET_NONE
+        || off.swiss_groups_data == OFFSET_NONE
+        || off.swiss_groups_length_mask == OFFSET_NONE
+    {
+        return None;
     }
-    if len > TRACEPARENT_LINE_MAX {
-        return Ok(());
+    // SAFETY: forwarded contract.
+    let (dir, dir_len) = unsafe {
+        (
+            pointer_field(map, off.swiss_dir_ptr),
+            read_user_at::<u64>(map, off.swiss_dir_len).ok()?,
+        )
+    };
+    if dir == 0 {
+        return None; // an empty small map
     }
-    let key = current_key(ctx);
-    if offsets_for(key.pid, GO_LIBRARY_HTTP_SERVER).is_none() {
-        return Ok(());
+    let small = dir_len == 0;
+    let mut walk = GroupWalk {
+        dir,
+        dir_len,
+        dir_next: 0,
+        last_table: 0,
+        // A small map's `dirPtr` is its one group.
+        groups: if small { dir } else { 0 },
+        group_count: u64::from(small),
+        group_next: 0,
+        table_groups: u64::from(off.swiss_table_groups),
+        groups_data: u64::from(off.swiss_groups_data),
+        groups_mask: u64::from(off.swiss_groups_length_mask),
+        found: 0,
+        done: 0,
+    };
+    // SAFETY: the callback has the signature bpf_loop expects; `walk` outlives the call.
+    unsafe {
+        bpf_loop(
+            HEADER_MAP_TABLES_MAX + HEADER_MAP_GROUPS_MAX,
+            walk_groups as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    finish_walk(walk.found, walk.done)
+}
+
+/// `bpf_loop` callback: moves to the next table or visits one group. Returns 1 to stop.
+#[inline(never)]
+extern "C" fn walk_groups(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `GroupWalk` pointer given to it.
+    let walk = unsafe { &mut *ctx.cast::<GroupWalk>() };
+    if walk.group_next >= walk.group_count {
+        if walk.dir_next >= walk.dir_len {
+            walk.done = 1;
+            return 1;
+        }
+        if walk.dir_next >= u64::from(HEADER_MAP_TABLES_MAX) {
+            return 1; // searched in part
+        }
+        // SAFETY: user-memory reads of a directory entry and of the table it points to.
+        let (table, data, mask) = unsafe {
+            let Ok(table) = read_user_at::<u64>(walk.dir + 8 * walk.dir_next, 0) else {
+                return 1;
+            };
+            let groups = table + walk.table_groups;
+            (
+                table,
+                read_user_at::<u64>(groups + walk.groups_data, 0).unwrap_or(0),
+                read_user_at::<u64>(groups + walk.groups_mask, 0).unwrap_or(0),
+            )
+        };
+        walk.dir_next += 1;
+        if table != walk.last_table {
+            walk.last_table = table;
+            (walk.groups, walk.group_count, walk.group_next) = (data, mask + 1, 0);
+        }
+        return 0;
     }
-    // SAFETY: user-memory read of the returned line's first bytes (len checked above).
-    let name: [u8; 12] = unsafe { read_user_at(line, 0)? };
-    for (i, want) in TRACEPARENT_NAME.iter().enumerate() {
-        if name[i].to_ascii_lowercase() != *want {
-            return Ok(());
+    let group = walk.groups + walk.group_next * GO_GROUP_SIZE as u64;
+    walk.group_next += 1;
+    let Some(words) = copy_container(group, GO_GROUP_SIZE) else {
+        return 1; // searched in part
+    };
+    let ctrl = words[0];
+    let slot_words = GO_GROUP_SLOT_SIZE / 8;
+    for i in 0..GO_MAP_SLOTS {
+        if (ctrl >> (8 * i)) & CTRL_EMPTY_BIT == 0
+            && let Some(values) = traceparent_slot(
+                words,
+                GO_GROUP_SLOTS_OFFSET / 8 + slot_words * i,
+                (GO_GROUP_SLOTS_OFFSET + GO_GROUP_SLOT_ELEM) / 8 + slot_words * i,
+            )
+        {
+            walk.found = values;
+            return 1;
         }
     }
-    // Skip optional whitespace after the colon (bounded), then parse the value.
-    let mut start = TRACEPARENT_NAME.len() as u64;
-    for _ in 0..4 {
-        // SAFETY: as above; `start` stays below `len`.
-        let c: u8 = unsafe { read_user_at(line, start as u32)? };
-        if c != b' ' && c != b'\t' {
-            break;
-        }
-        start += 1;
-    }
-    if start + TRACEPARENT_VALUE_LEN as u64 > len {
-        return Ok(());
-    }
-    // SAFETY: as above; the value lies within the line.
-    let value: [u8; TRACEPARENT_VALUE_LEN] = unsafe { read_user_at(line, start as u32)? };
-    if let Some(parent) = parse_traceparent(&value) {
-        let _ = INCOMING_PARENTS.insert(key, parent, 0);
-    }
-    Ok(())
+    0
 }
 
 fn hex_nibble(c: u8) -> Option<u8> {
@@ -578,6 +855,17 @@ static OUTGOING: LruHashMap<u32, SpanContext> = LruHashMap::with_max_entries(GO_
 /// Established client sockets, by `connection_key`; `sk_msg` runs on their sends.
 #[map]
 static SOCKETS: SockHash<u32> = SockHash::with_max_entries(65_536, 0);
+
+/// Sockets an instrumented process is connecting, by socket cookie, until they are established.
+///
+/// A socket runs the `sk_msg` program of the first sockmap it joins and no other (the kernel
+/// refuses a second one with `EBUSY`), and `sock_ops` sees every socket of the cgroup, so an
+/// instance that filed every client socket took over the sockets of processes another odiglet
+/// (a second `odiglet trace`, a test) instruments: its `sk_msg` found nothing of theirs in its
+/// own `OUTGOING` and their requests went out without `traceparent`. Each instance therefore
+/// files only the sockets its own processes open.
+#[map]
+static CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(GO_OUTGOING_MAX, 0);
 
 /// Bytes of an outgoing message examined for the request line and existing headers.
 const INSPECT_LEN: usize = 1024;
@@ -644,15 +932,35 @@ unsafe fn connection_ports(owner: u64, conn: u32, off: &GoOffsets) -> Option<(u1
 
 #[sock_ops]
 pub fn odiglet_sock_ops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        // local_port is in host order; remote_port holds the network-order port in its top half.
-        let key = connection_key(
-            ctx.local_port() as u16,
-            u32::from_be(ctx.remote_port()) as u16,
-        );
-        // SAFETY: the context's sock_ops pointer is valid for this run.
-        let ops = unsafe { &mut *ctx.ops };
-        let _ = SOCKETS.update(key, ops, u64::from(BPF_ANY));
+    // SAFETY: the context's sock_ops pointer is valid for this run.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    match ctx.op() {
+        // connect() calls this in the connecting thread, so the process is known here (and
+        // no longer once the handshake completes, in softirq).
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            let propagating = GO_LIBRARY_HTTP_PROPAGATION | GO_LIBRARY_GRPC_PROPAGATION;
+            if offsets_for(pid, propagating).is_some() {
+                let _ = CONNECTING.insert(cookie, pid, 0);
+            }
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            // SAFETY: a presence check whose value is not kept.
+            if unsafe { CONNECTING.get(cookie) }.is_none() {
+                return 1;
+            }
+            let _ = CONNECTING.remove(cookie);
+            // local_port is in host order; remote_port holds the network-order port in its
+            // top half.
+            let key = connection_key(
+                ctx.local_port() as u16,
+                u32::from_be(ctx.remote_port()) as u16,
+            );
+            // SAFETY: the context's sock_ops pointer is valid for this run.
+            let ops = unsafe { &mut *ctx.ops };
+            let _ = SOCKETS.update(key, ops, u64::from(BPF_ANY));
+        }
+        _ => {}
     }
     1
 }

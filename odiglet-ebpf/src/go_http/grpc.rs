@@ -16,20 +16,19 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use odiglet_common::go::{
-    GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED,
-    GO_COUNTER_RINGBUF_FULL, GO_INFLIGHT_MAX, GO_LIBRARY_GRPC_CLIENT, GO_LIBRARY_GRPC_PROPAGATION,
-    GO_LIBRARY_GRPC_SERVER, GO_OUTGOING_MAX, GO_SPAN_GRPC_CLIENT, GO_SPAN_GRPC_SERVER,
-    GRPC_METADATA_SCAN_MAX, GRPC_STATUS_MAX, GRPC_STATUS_UNKNOWN, GoOffsets, GoroutineKey,
-    GrpcClientSpan, GrpcServerSpan, HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE, SPAN_FLAG_ERROR,
-    SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, SpanContext,
-    connection_key,
+    GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX,
+    GO_LIBRARY_GRPC_CLIENT, GO_LIBRARY_GRPC_PROPAGATION, GO_LIBRARY_GRPC_SERVER, GO_OUTGOING_MAX,
+    GO_SPAN_GRPC_CLIENT, GO_SPAN_GRPC_SERVER, GRPC_METADATA_SCAN_MAX, GRPC_STATUS_MAX,
+    GRPC_STATUS_UNKNOWN, GoOffsets, GoroutineKey, GrpcClientSpan, GrpcServerSpan,
+    HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
+    SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, SpanContext, connection_key,
 };
 use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 
 use crate::{
-    ACTIVE_SPANS, GO_SPANS, TRACEPARENT_VALUE_LEN, connection_ports, copy_string_field, count,
-    current_key, init_header, join_active_span, new_context, now, offsets_for, parse_traceparent,
-    pointer_field, regs,
+    ACTIVE_SPANS, TRACEPARENT_VALUE_LEN, connection_ports, copy_string_field, count, current_key,
+    init_header, join_active_span, new_context, now, offsets_for, parse_traceparent, pointer_field,
+    regs, submit_span,
 };
 
 /// gRPC server calls in flight, by goroutine.
@@ -332,9 +331,7 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
         if span.status_code != 0 {
             span.header.flags |= SPAN_FLAG_ERROR;
         }
-        if GO_SPANS.output::<GrpcServerSpan>(span, 0).is_err() {
-            count(GO_COUNTER_RINGBUF_FULL);
-        }
+        submit_span::<GrpcServerSpan>(span);
     }
     let _ = GRPC_SERVER_CALLS.remove(key);
     let _ = ACTIVE_SPANS.remove(key);
@@ -434,9 +431,7 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
                 },
             };
         }
-        if GO_SPANS.output::<GrpcClientSpan>(span, 0).is_err() {
-            count(GO_COUNTER_RINGBUF_FULL);
-        }
+        submit_span::<GrpcClientSpan>(span);
     }
     let _ = GRPC_CLIENT_CALLS.remove(key);
     Ok(())

@@ -10,12 +10,14 @@ use aya_ebpf::{
 };
 use odiglet_common::go::{
     DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED,
-    GO_COUNTER_RINGBUF_FULL, GO_INFLIGHT_MAX, GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey,
-    SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR, SPAN_FLAG_TRUNCATED,
+    GO_INFLIGHT_MAX, GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
+    SPAN_FLAG_TRUNCATED,
 };
 use odiglet_ebpf::{go_register, read_go_bytes};
 
-use crate::{GO_SPANS, count, current_key, init_header, join_active_span, now, offsets_for, regs};
+use crate::{
+    count, current_key, init_header, join_active_span, now, offsets_for, regs, submit_span,
+};
 
 /// `database/sql` calls in flight.
 #[map]
@@ -118,9 +120,7 @@ fn db_return(ctx: &ProbeContext, error_type: u64) -> Result<(), i32> {
         if error_type != 0 {
             span.header.flags |= SPAN_FLAG_ERROR;
         }
-        if GO_SPANS.output::<DbSpan>(span, 0).is_err() {
-            count(GO_COUNTER_RINGBUF_FULL);
-        }
+        submit_span::<DbSpan>(span);
     }
     let _ = DB_CALLS.remove(key);
     Ok(())

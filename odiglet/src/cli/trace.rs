@@ -107,8 +107,6 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         ..WatcherConfig::standalone()
     })
     .context("cannot start the process-lifecycle probe")?;
-    // Enabled after the lifecycle probe's start-up scan: enabled before it, no traceparent
-    // was injected on this kernel (observed, root cause not yet understood; see the notes).
     if !args.no_propagation
         && let Err(error) = engine.enable_propagation(Path::new("/proc/self/mountinfo"))
     {
@@ -267,6 +265,12 @@ impl Tracer {
         }
         if now.inject_failed > self.last_counters.inject_failed {
             warn!(failed = now.inject_failed, "traceparent injections failed");
+        }
+        if now.traceparent_unsearched > self.last_counters.traceparent_unsearched {
+            warn!(
+                requests = now.traceparent_unsearched,
+                "header maps too large to search fully for traceparent"
+            );
         }
         self.last_counters = now;
     }

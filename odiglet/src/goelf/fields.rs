@@ -113,6 +113,10 @@ const X_NET_MODULE: &str = "golang.org/x/net";
 
 const REQUEST: &str = "net/http.Request";
 const URL: &str = "net/url.URL";
+/// Go < 1.24 maps; Go >= 1.24 swiss-table maps (the default since 1.24).
+const HMAP: &str = "runtime.hmap";
+const SWISS_MAP: &str = "internal/runtime/maps.Map";
+const SWISS_GROUPS: &str = "internal/runtime/maps.groupsReference";
 
 /// Every offset `GoOffsets` carries, in its field order.
 pub const FIELDS: &[Field] = &[
@@ -226,6 +230,48 @@ pub const FIELDS: &[Field] = &[
         "golang.org/x/net/http2.FrameHeader",
         "StreamID",
     ),
+    // Incoming traceparent: the header map and the runtime's map internals.
+    field("request_header", REQUEST, "Header"),
+    Field {
+        until: Some((1, 23)),
+        ..field("hmap_flags", HMAP, "flags")
+    },
+    Field {
+        until: Some((1, 23)),
+        ..field("hmap_b", HMAP, "B")
+    },
+    Field {
+        until: Some((1, 23)),
+        ..field("hmap_buckets", HMAP, "buckets")
+    },
+    Field {
+        until: Some((1, 23)),
+        ..field("hmap_oldbuckets", HMAP, "oldbuckets")
+    },
+    Field {
+        since: (1, 24),
+        ..field("swiss_dir_ptr", SWISS_MAP, "dirPtr")
+    },
+    Field {
+        since: (1, 24),
+        ..field("swiss_dir_len", SWISS_MAP, "dirLen")
+    },
+    Field {
+        since: (1, 24),
+        ..field(
+            "swiss_table_groups",
+            "internal/runtime/maps.table",
+            "groups",
+        )
+    },
+    Field {
+        since: (1, 24),
+        ..field("swiss_groups_data", SWISS_GROUPS, "data")
+    },
+    Field {
+        since: (1, 24),
+        ..field("swiss_groups_length_mask", SWISS_GROUPS, "lengthMask")
+    },
 ];
 
 /// Offsets with every field [`OFFSET_NONE`] (and no library enabled).
@@ -263,6 +309,16 @@ pub fn empty_offsets() -> GoOffsets {
         http2_meta_fields: OFFSET_NONE,
         http2_headers_frame_header: OFFSET_NONE,
         http2_frame_stream_id: OFFSET_NONE,
+        request_header: OFFSET_NONE,
+        hmap_flags: OFFSET_NONE,
+        hmap_b: OFFSET_NONE,
+        hmap_buckets: OFFSET_NONE,
+        hmap_oldbuckets: OFFSET_NONE,
+        swiss_dir_ptr: OFFSET_NONE,
+        swiss_dir_len: OFFSET_NONE,
+        swiss_table_groups: OFFSET_NONE,
+        swiss_groups_data: OFFSET_NONE,
+        swiss_groups_length_mask: OFFSET_NONE,
         db_system: odiglet_common::go::DB_SYSTEM_OTHER,
         enabled_libraries: 0,
     }
@@ -303,6 +359,16 @@ pub fn slot<'a>(offsets: &'a mut GoOffsets, key: &str) -> Option<&'a mut u32> {
         "http2_meta_fields" => &mut offsets.http2_meta_fields,
         "http2_headers_frame_header" => &mut offsets.http2_headers_frame_header,
         "http2_frame_stream_id" => &mut offsets.http2_frame_stream_id,
+        "request_header" => &mut offsets.request_header,
+        "hmap_flags" => &mut offsets.hmap_flags,
+        "hmap_b" => &mut offsets.hmap_b,
+        "hmap_buckets" => &mut offsets.hmap_buckets,
+        "hmap_oldbuckets" => &mut offsets.hmap_oldbuckets,
+        "swiss_dir_ptr" => &mut offsets.swiss_dir_ptr,
+        "swiss_dir_len" => &mut offsets.swiss_dir_len,
+        "swiss_table_groups" => &mut offsets.swiss_table_groups,
+        "swiss_groups_data" => &mut offsets.swiss_groups_data,
+        "swiss_groups_length_mask" => &mut offsets.swiss_groups_length_mask,
         _ => return None,
     })
 }

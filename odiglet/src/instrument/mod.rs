@@ -20,8 +20,6 @@ pub use targets::{
 pub const HTTP_SERVER_FUNCTION: &str = "net/http.serverHandler.ServeHTTP";
 /// `net/http` client round trip.
 pub const HTTP_CLIENT_FUNCTION: &str = "net/http.(*Transport).roundTrip";
-/// Reads one header line; its result carries an incoming `traceparent`.
-pub const HEADER_LINE_FUNCTION: &str = "net/textproto.(*Reader).readContinuedLineSlice";
 /// Sends a client request on a chosen connection: where its ports become known.
 pub const CONNECTION_FUNCTION: &str = "net/http.(*persistConn).roundTrip";
 /// `database/sql`: every query and exec of `DB`, `Conn` and `Tx`, with the statement text.

@@ -20,8 +20,8 @@ use aya::{
 use odiglet_common::go::{
     ClientCall, DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_INJECT_FAILED,
     GO_COUNTER_INJECT_SKIPPED, GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY,
-    GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL, GoOffsets, GoroutineKey, GrpcClientSpan,
-    GrpcServerSpan, ServerCall, SpanContext,
+    GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL, GO_COUNTER_TRACEPARENT_UNSEARCHED, GoOffsets,
+    GoroutineKey, GrpcClientSpan, GrpcServerSpan, ServerCall, SpanContext,
 };
 use tracing::{debug, warn};
 
@@ -31,7 +31,6 @@ const SERVER_ENTRY: &str = "odiglet_go_http_server_entry";
 const SERVER_RETURN: &str = "odiglet_go_http_server_return";
 const CLIENT_ENTRY: &str = "odiglet_go_http_client_entry";
 const CLIENT_RETURN: &str = "odiglet_go_http_client_return";
-const HEADER_LINE_RETURN: &str = "odiglet_go_textproto_line_return";
 const CONNECTION_ENTRY: &str = "odiglet_go_http_conn_entry";
 const SQL_QUERY_ENTRY: &str = "odiglet_go_sql_query_entry";
 const SQL_QUERY_RETURN: &str = "odiglet_go_sql_query_return";
@@ -44,12 +43,11 @@ const GRPC_HEADERS_ENTRY: &str = "odiglet_go_grpc_headers_entry";
 const GRPC_CLIENT_ENTRY: &str = "odiglet_go_grpc_client_entry";
 const GRPC_CLIENT_RETURN: &str = "odiglet_go_grpc_client_return";
 const GRPC_STREAM_ENTRY: &str = "odiglet_go_grpc_stream_entry";
-const UPROBES: [&str; 17] = [
+const UPROBES: [&str; 16] = [
     SERVER_ENTRY,
     SERVER_RETURN,
     CLIENT_ENTRY,
     CLIENT_RETURN,
-    HEADER_LINE_RETURN,
     CONNECTION_ENTRY,
     SQL_QUERY_ENTRY,
     SQL_QUERY_RETURN,
@@ -124,8 +122,6 @@ pub struct ProcessTargets {
     pub offsets: GoOffsets,
     pub http_server: Option<FunctionOffsets>,
     pub http_client: Option<FunctionOffsets>,
-    /// `readContinuedLineSlice`: only its RETs are used.
-    pub header_line: Option<FunctionOffsets>,
     /// `(*persistConn).roundTrip`: only its entry is used (outgoing propagation).
     pub connection: Option<FunctionOffsets>,
     /// `database/sql.(*DB).queryDC` and `execDC`.
@@ -150,6 +146,8 @@ pub struct GoCounters {
     pub injected: u64,
     pub inject_skipped: u64,
     pub inject_failed: u64,
+    /// Requests whose header map exceeded the search bounds without a `traceparent` found.
+    pub traceparent_unsearched: u64,
 }
 
 /// The loaded Go probe object and its attachments.
@@ -250,7 +248,6 @@ impl GoProbes {
                 Some(CLIENT_ENTRY),
                 Some(CLIENT_RETURN),
             ),
-            (&targets.header_line, None, Some(HEADER_LINE_RETURN)),
             (&targets.connection, Some(CONNECTION_ENTRY), None),
             (
                 &targets.sql_query,
@@ -323,8 +320,10 @@ impl GoProbes {
         probe.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
     }
 
-    /// Turns on outgoing `traceparent` injection for client sockets created from now on in
-    /// `cgroup` (a cgroup v2 directory; its descendants are covered too). Idempotent.
+    /// Turns on outgoing `traceparent` injection for client sockets that attached processes
+    /// connect from now on in `cgroup` (a cgroup v2 directory; its descendants are covered
+    /// too). Sockets of processes this instance does not instrument are left alone (a socket
+    /// runs one sockmap's `sk_msg` only: another odiglet, or a CNI, may own them). Idempotent.
     pub fn enable_propagation(&mut self, cgroup: &Path) -> Result<(), AttachError> {
         if self.propagation.is_some() {
             return Ok(());
@@ -443,6 +442,7 @@ impl GoProbes {
             injected: sum(GO_COUNTER_INJECTED),
             inject_skipped: sum(GO_COUNTER_INJECT_SKIPPED),
             inject_failed: sum(GO_COUNTER_INJECT_FAILED),
+            traceparent_unsearched: sum(GO_COUNTER_TRACEPARENT_UNSEARCHED),
         }
     }
 }
@@ -473,7 +473,6 @@ fn per_process_state(ebpf: &mut Ebpf, pid: u32, remove: bool) -> usize {
     one::<ServerCall>(ebpf, "SERVER_CALLS", pid, remove)
         + one::<ClientCall>(ebpf, "CLIENT_CALLS", pid, remove)
         + one::<SpanContext>(ebpf, "ACTIVE_SPANS", pid, remove)
-        + one::<SpanContext>(ebpf, "INCOMING_PARENTS", pid, remove)
         + one::<DbSpan>(ebpf, "DB_CALLS", pid, remove)
         + one::<GrpcServerSpan>(ebpf, "GRPC_SERVER_CALLS", pid, remove)
         + one::<GrpcClientSpan>(ebpf, "GRPC_CLIENT_CALLS", pid, remove)

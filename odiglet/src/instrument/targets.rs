@@ -14,9 +14,8 @@ use odiglet_common::go::{
 
 use super::{
     CONNECTION_FUNCTION, FunctionOffsets, GRPC_CLIENT_FUNCTION, GRPC_HEADERS_FUNCTION,
-    GRPC_SERVER_FUNCTION, GRPC_STATUS_FUNCTION, GRPC_STREAM_FUNCTION, HEADER_LINE_FUNCTION,
-    HTTP_CLIENT_FUNCTION, HTTP_SERVER_FUNCTION, ProcessTargets, SQL_EXEC_FUNCTION,
-    SQL_QUERY_FUNCTION,
+    GRPC_SERVER_FUNCTION, GRPC_STATUS_FUNCTION, GRPC_STREAM_FUNCTION, HTTP_CLIENT_FUNCTION,
+    HTTP_SERVER_FUNCTION, ProcessTargets, SQL_EXEC_FUNCTION, SQL_QUERY_FUNCTION,
 };
 use crate::goelf::{self, GoElfError, GoModule, GoVersion, OffsetSource, ProbePoints};
 
@@ -98,7 +97,6 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
     let mut names = vec![
         HTTP_SERVER_FUNCTION,
         HTTP_CLIENT_FUNCTION,
-        HEADER_LINE_FUNCTION,
         CONNECTION_FUNCTION,
         SQL_QUERY_FUNCTION,
         SQL_EXEC_FUNCTION,
@@ -260,7 +258,6 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                 ..offsets
             },
             // Incoming trace context only matters to server spans.
-            header_line: with(GO_LIBRARY_HTTP_SERVER, function(HEADER_LINE_FUNCTION)),
             http_server: with(GO_LIBRARY_HTTP_SERVER, server),
             http_client: with(GO_LIBRARY_HTTP_CLIENT, client),
             connection: with(GO_LIBRARY_HTTP_PROPAGATION, connection),

@@ -122,6 +122,12 @@ impl Collector for ManagerCollector {
         )?;
         family(
             &mut encoder,
+            "odiglet_traceparent_unsearched",
+            "Incoming requests whose header map exceeded the search bounds, traceparent not found",
+            plain(stats.probes.traceparent_unsearched),
+        )?;
+        family(
+            &mut encoder,
             "odiglet_traceparent_injections",
             "Outgoing traceparent headers, by outcome",
             [

@@ -261,7 +261,6 @@ impl InstrumentationManager {
             ..config.watcher.clone()
         })
         .map_err(ManagerError::Lifecycle)?;
-        // After the lifecycle probe's start-up scan, as `odiglet trace` does (see there).
         if config.propagation
             && let Err(error) = engine.enable_propagation(Path::new("/proc/self/mountinfo"))
         {

@@ -65,13 +65,15 @@ impl<S: SpanSink> SpanReader<S> {
         Arc::clone(&self.counters)
     }
 
-    /// Drains the ring buffer until `shutdown` completes, then drains it once more (so spans
+    /// Drains the ring buffer on readiness and every [`ring::DRAIN_INTERVAL`] (the probes
+    /// skip most wakeups) until `shutdown` completes, then drains it once more (so spans
     /// committed before the probes were detached are not lost) and returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut timer = ring::drain_timer();
         loop {
             tokio::select! {
-                ready = ring::wait_ready(&mut self.ring) => {
+                ready = ring::wait_ready_or_tick(&mut self.ring, &mut timer) => {
                     if let Err(error) = ready {
                         warn!(%error, "span ring buffer poll failed; stopping");
                         return;

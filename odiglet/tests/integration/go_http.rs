@@ -18,8 +18,8 @@ use odiglet_common::{
 use crate::support::{
     build,
     go::{
-        LogLines, Odiglet, PROPAGATION, Traced, enable_propagation, exit_status, free_port, get,
-        hex, text, trace_command,
+        LogLines, Odiglet, Traced, enable_propagation, exit_status, free_port, get, hex, text,
+        trace_command,
     },
     guards::ChildGuard,
     privileges::privileged,
@@ -138,6 +138,56 @@ const NO_SQL_OR_GRPC: &[&str] = &[
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
+const MANY_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// Requests with [`MANY_HEADERS`] filler headers (a `traceparent` among them or not): enough
+/// that `Request.Header` spans several buckets (Go < 1.24) or a swiss-table directory with
+/// tables and groups (Go >= 1.24) instead of one small group.
+async fn check_many_headers(what: &str, port: u16, traced: &mut Traced) {
+    const MANY_HEADERS: usize = 30;
+    let names: Vec<String> = (0..MANY_HEADERS)
+        .map(|i| format!("X-Filler-{i:02}"))
+        .collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "value")).collect();
+    assert_eq!(get(port, "/many-root", &headers), 404);
+    let incoming = format!("00-{MANY_TRACE_ID}-{PARENT_ID}-01");
+    headers.insert(MANY_HEADERS / 2, ("traceparent", &incoming));
+    assert_eq!(get(port, "/many", &headers), 404);
+    traced
+        .wait_for(&format!("{what}: many headers"), 1, |s| {
+            servers(s, "/many").len()
+        })
+        .await;
+    traced
+        .wait_for(&format!("{what}: many headers, no traceparent"), 1, |s| {
+            servers(s, "/many-root").len()
+        })
+        .await;
+    let many = servers(&traced.spans, "/many")[0];
+    assert_eq!(
+        hex(&many.header.context.trace_id),
+        MANY_TRACE_ID,
+        "{what}: traceparent among {MANY_HEADERS} headers continued"
+    );
+    assert_eq!(hex(&many.header.parent.span_id), PARENT_ID, "{what}");
+    assert_eq!(
+        many.header.flags & SPAN_FLAG_PARENT_REMOTE,
+        SPAN_FLAG_PARENT_REMOTE,
+        "{what}"
+    );
+    let root = servers(&traced.spans, "/many-root")[0];
+    assert_eq!(
+        root.header.flags & SPAN_FLAG_HAS_PARENT,
+        0,
+        "{what}: no traceparent, a new trace"
+    );
+    assert_ne!(hex(&root.header.context.trace_id), MANY_TRACE_ID, "{what}");
+    assert_eq!(
+        traced.probes.counters().traceparent_unsearched,
+        0,
+        "{what}: header maps searched fully"
+    );
+}
 
 /// Every behaviour on one target: server and client spans, incoming context, injection.
 async fn check_target(minor: &str, go: &Path, stripped: bool) {
@@ -147,7 +197,6 @@ async fn check_target(minor: &str, go: &Path, stripped: bool) {
     );
     let (mut service, port) = start_service(go, stripped);
     let mut traced = Traced::load(1 << 22);
-    let _turn = PROPAGATION.lock().await;
     enable_propagation(&mut traced.probes);
     traced.attach(service.pid(), NO_SQL_OR_GRPC);
 
@@ -202,6 +251,7 @@ async fn check_target(minor: &str, go: &Path, stripped: bool) {
         503,
         "{what}"
     );
+    check_many_headers(&what, port, &mut traced).await;
 
     // An incoming traceparent is continued; the client call made while serving is a child of
     // the server span; the callee receives our injected traceparent and joins the trace.
@@ -293,6 +343,52 @@ async fn spans_and_context_across_go_versions_with_and_without_dwarf() {
     }
 }
 
+/// Two independent loads of the Go probes (two odiglets), each with propagation enabled on the
+/// whole cgroup hierarchy and each instrumenting its own service: both inject. Before socket
+/// filing was limited to an instance's own processes, the instance whose `sock_ops` ran first
+/// filed the other's client sockets in its sockmap, whose `sk_msg` had nothing to inject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_both_inject_into_their_own_processes() {
+    if !privileged("two_instances_both_inject_into_their_own_processes") {
+        return;
+    }
+    let Some((_, go)) = build::go_toolchains("go_http").pop() else {
+        return;
+    };
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let (service, port) = start_service(&go, false);
+        let mut traced = Traced::load(1 << 20);
+        enable_propagation(&mut traced.probes);
+        traced.attach(service.pid(), NO_SQL_OR_GRPC);
+        instances.push((service, port, traced));
+    }
+    for (which, (service, port, traced)) in instances.iter_mut().enumerate() {
+        let what = format!("instance {which}");
+        assert_eq!(get(*port, "/call", &[]), 201, "{what}");
+        traced
+            .wait_for(&what, 2, |s| {
+                servers(s, "/hello").len() + servers(s, "/call").len()
+            })
+            .await;
+        let client = clients(&traced.spans)[0];
+        let downstream = servers(&traced.spans, "/hello")[0];
+        assert_eq!(
+            downstream.header.parent.span_id,
+            client.header.context.span_id,
+            "{what}: the callee joined through the injected traceparent ({:?})",
+            traced.probes.counters()
+        );
+        let counters = traced.probes.counters();
+        assert_eq!(
+            (counters.injected, counters.inject_failed),
+            (1, 0),
+            "{what}"
+        );
+        service.assert_running();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up() {
     if !privileged("ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up") {
@@ -341,7 +437,6 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
 
     // The socket programs (sock_ops + sk_msg with bpf_loop scans) load and attach to the
     // cgroup v2 root; enabling twice is a no-op.
-    let _turn = PROPAGATION.blocking_lock();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let cgroup2 = odiglet::process::cgroup2_mount_from_mountinfo(&mountinfo)
         .expect("a cgroup v2 hierarchy is mounted");
@@ -363,7 +458,6 @@ async fn trace_command_exports_linked_spans_over_otlp_grpc_and_stops_with_its_pr
     };
     let (service, port) = start_service(&go, false);
     let receiver = OtlpReceiver::start().await;
-    let _turn = PROPAGATION.lock().await;
     let mut odiglet = trace_command(service.pid(), &receiver.endpoint(), &[]);
 
     assert_eq!(get(port, "/call", &[]), 201);
@@ -422,9 +516,12 @@ async fn trace_exe_instruments_processes_that_start_later() {
     let Some((_, go)) = build::go_toolchains("go_http").pop() else {
         return;
     };
-    let binary = build::go_std_program("gohttp", "full", &go, SERVICE, &[]);
+    // A copy of its own: `--exe` must not instrument the other tests' services, which run the
+    // shared build of the same program.
+    let shared = build::go_std_program("gohttp", "full", &go, SERVICE, &[]);
+    let binary = shared.with_file_name("gohttp-late-starter");
+    std::fs::copy(&shared, &binary).unwrap();
     let receiver = OtlpReceiver::start().await;
-    let _turn = PROPAGATION.lock().await;
     let odiglet = Command::new(env!("CARGO_BIN_EXE_odiglet"))
         .args([
             "--log-format",
@@ -447,7 +544,12 @@ async fn trace_exe_instruments_processes_that_start_later() {
 
     // Two processes of the executable, one after the other, each started after odiglet.
     for round in 0..2 {
-        let (service, port) = start_service(&go, false);
+        let port = free_port();
+        let service = spawn_service(
+            "late starter",
+            Command::new(&binary).arg(port.to_string()),
+            port,
+        );
         log.wait_for_pid("attached Go probes", service.pid());
         let pid = service.pid().to_string();
         let path = "/hello";

@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use crate::support::{
     build,
-    go::{PROPAGATION, Traced, enable_propagation, free_port, get, hex, text},
+    go::{Traced, enable_propagation, free_port, get, hex, text},
     guards::ChildGuard,
     postgres::Postgres,
     privileges::privileged,
@@ -291,10 +291,9 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     let Some(mut postgres) = Postgres::start(test) else {
         return;
     };
-    // Sockets join propagation when they connect: the service's gRPC connection (dialed at
-    // start) must come after the socket programs.
+    // Sockets join propagation when an instrumented process connects them: the service dials
+    // its gRPC connection at the first call, after the attach.
     let mut traced = Traced::load(1 << 22);
-    let _turn = PROPAGATION.lock().await;
     enable_propagation(&mut traced.probes);
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut service = ChildGuard::spawn(
@@ -492,9 +491,6 @@ async fn trace_command_exports_sanitized_database_spans_under_their_request() {
     );
     wait_listening(&mut service, port);
     let receiver = OtlpReceiver::start().await;
-    // No propagation here, but odiglet's lifecycle probe starting up has been seen to stop
-    // injection in a test running beside it (see cli/trace.rs): take turns with those.
-    let _turn = PROPAGATION.lock().await;
     let mut odiglet = crate::support::go::trace_command(
         service.pid(),
         &receiver.endpoint(),

@@ -185,6 +185,63 @@ fn dwarf_offsets_agree_with_the_table_and_stripped_binaries_use_it() {
     }
 }
 
+/// The header-map layout the Go probes assume (`odiglet_common::go::GO_BUCKET_*`,
+/// `GO_GROUP_*`) against the compiler's own types, in the binaries whose DWARF has them (the
+/// linker synthesizes them for some programs only: Go 1.19's and 1.25's here).
+#[test]
+fn header_map_layout_constants_match_the_compilers_types() {
+    use odiglet_common::go::{
+        GO_BUCKET_ELEMS, GO_BUCKET_KEYS, GO_BUCKET_OVERFLOW, GO_GROUP_SLOT_ELEM,
+        GO_GROUP_SLOTS_OFFSET,
+    };
+    const BUCKET: &str = "noalg.map.bucket[string][]string";
+    const GROUP: &str = "noalg.map.group[string][]string";
+    const SLOT: &str = "noalg.struct { key string; elem []string }";
+    let mut checked = Vec::new();
+    let binaries = binaries();
+    for (version, full, _) in &binaries {
+        let image = ElfImage::open(full).expect("readable ELF");
+        let members = goelf::dwarf::struct_members(
+            &image,
+            &[
+                (BUCKET, "keys"),
+                (BUCKET, "elems"),
+                (BUCKET, "overflow"),
+                (GROUP, "slots"),
+                (SLOT, "elem"),
+            ],
+        )
+        .expect("DWARF reads")
+        .expect("a binary with DWARF");
+        let at = |structure, member| members.get(&(structure, member)).map(|o| *o as usize);
+        if let Some(keys) = at(BUCKET, "keys") {
+            assert_eq!(keys, GO_BUCKET_KEYS, "go {version}");
+            assert_eq!(at(BUCKET, "elems"), Some(GO_BUCKET_ELEMS), "go {version}");
+            assert_eq!(
+                at(BUCKET, "overflow"),
+                Some(GO_BUCKET_OVERFLOW),
+                "go {version}"
+            );
+            checked.push(format!("{version} buckets"));
+        }
+        if let Some(slots) = at(GROUP, "slots") {
+            assert_eq!(slots, GO_GROUP_SLOTS_OFFSET, "go {version}");
+            assert_eq!(at(SLOT, "elem"), Some(GO_GROUP_SLOT_ELEM), "go {version}");
+            checked.push(format!("{version} groups"));
+        }
+    }
+    let versions: Vec<_> = binaries.iter().map(|(v, _, _)| *v).collect();
+    if versions.contains(&"1.19") {
+        assert!(
+            checked.iter().any(|c| c.ends_with("buckets")),
+            "{checked:?}"
+        );
+    }
+    if versions.iter().any(|v| *v >= "1.24") {
+        assert!(checked.iter().any(|c| c.ends_with("groups")), "{checked:?}");
+    }
+}
+
 #[test]
 fn non_go_and_missing_binaries_give_errors_naming_the_binary() {
     let this = std::env::current_exe().expect("test binary");

@@ -186,8 +186,7 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         batch_interval: Duration::from_millis(100),
         ..ExporterConfig::default()
     };
-    // The socket programs attach to the host cgroup root, which the go_http tests take turns
-    // on; propagation is theirs to test.
+    // Propagation is the go_http tests' to test.
     config.propagation = false;
     // Long enough that the later process is found by its exec event, not a rescan.
     config.rescan_every = Duration::from_secs(600);

@@ -94,6 +94,35 @@ impl Partial {
 
 /// [`read_offsets`] without the completeness check.
 pub fn read_partial(image: &ElfImage, version: GoVersion) -> Result<Option<Partial>, DwarfError> {
+    with_sections(image, |get| extract_partial(get, version))
+}
+
+/// `(struct, member) -> offset` for the named members the DWARF has; `Ok(None)` without
+/// DWARF. For checks of layouts the probes do not read through [`FIELDS`].
+pub fn struct_members(
+    image: &ElfImage,
+    wanted: &[(&'static str, &'static str)],
+) -> Result<Option<MemberOffsets>, DwarfError> {
+    let fields: Vec<fields::Field> = wanted
+        .iter()
+        .map(|&(structure, member)| fields::Field {
+            key: "",
+            structure,
+            member,
+            since: (1, 17),
+            until: None,
+            module: None,
+        })
+        .collect();
+    let refs: Vec<&fields::Field> = fields.iter().collect();
+    with_sections(image, |get| member_offsets(get, &refs))
+}
+
+/// Runs `read` over the image's DWARF sections (decompressed); `Ok(None)` without DWARF.
+fn with_sections<T>(
+    image: &ElfImage,
+    read: impl for<'a> FnOnce(&dyn Fn(SectionId) -> &'a [u8]) -> Result<T, DwarfError>,
+) -> Result<Option<T>, DwarfError> {
     if image.section(".debug_info").is_none() && image.section(".zdebug_info").is_none() {
         return Ok(None);
     }
@@ -110,7 +139,7 @@ pub fn read_partial(image: &ElfImage, version: GoVersion) -> Result<Option<Parti
         }
     }
     let get = |id: SectionId| sections.get(&id).map_or(&[][..], Vec::as_slice);
-    extract_partial(get, version).map(Some)
+    read(&get).map(Some)
 }
 
 /// A section's bytes, decompressed when needed.
@@ -202,16 +231,17 @@ pub fn extract_partial<'a>(
     Ok(Partial { offsets, missing })
 }
 
-type Found = HashMap<(&'static str, &'static str), u64>;
+/// `(struct, member) -> offset`.
+pub type MemberOffsets = HashMap<(&'static str, &'static str), u64>;
 
 /// `(struct, member) -> offset` for the members of `wanted`; each struct's first definition.
 fn member_offsets<'a>(
     section: impl Fn(SectionId) -> &'a [u8],
     wanted: &[&fields::Field],
-) -> Result<Found, DwarfError> {
+) -> Result<MemberOffsets, DwarfError> {
     let sections = gimli::DwarfSections::load(|id| Ok::<_, gimli::Error>(section(id)))?;
     let dwarf = sections.borrow(|bytes| EndianSlice::new(bytes, LittleEndian));
-    let mut found = Found::new();
+    let mut found = MemberOffsets::new();
     let mut structs_left: Vec<&'static str> = Vec::new();
     for field in wanted {
         if !structs_left.contains(&field.structure) {
@@ -303,7 +333,7 @@ fn record_member<'a>(
     entry: &Entry<'a>,
     structure: &'static str,
     wanted: &[&fields::Field],
-    found: &mut Found,
+    found: &mut MemberOffsets,
 ) {
     let Some(name) = strings.name(entry) else {
         return;

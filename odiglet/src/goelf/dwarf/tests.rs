@@ -99,6 +99,7 @@ const REQUEST: &[(&str, u8)] = &[
     ("Method", 0),
     ("URL", 16),
     ("Proto", 24),
+    ("Header", 56),
     ("Host", 100),
     ("RemoteAddr", 110),
     ("Pattern", 118),
@@ -123,6 +124,10 @@ fn go_structs() -> Vec<(&'static str, &'static [(&'static str, u8)])> {
         ("net.conn", &[("fd", 0)][..]),
         ("net.netFD", &[("laddr", 96), ("raddr", 112)][..]),
         ("net.TCPAddr", &[("IP", 0), ("Port", 24)][..]),
+        (
+            "runtime.hmap",
+            &[("flags", 8), ("B", 9), ("buckets", 16), ("oldbuckets", 24)][..],
+        ),
     ]
 }
 
@@ -147,6 +152,14 @@ fn member_offsets_from_dwarf_4_and_5() {
         assert_eq!(offsets.request_url, 16);
         assert_eq!(offsets.request_remote_addr, 110);
         assert_eq!(offsets.request_pattern, 118);
+        // The header map: Go 1.23 still has bucket maps, no swiss tables.
+        assert_eq!(offsets.request_header, 56);
+        assert_eq!(
+            (offsets.hmap_flags, offsets.hmap_b, offsets.hmap_buckets),
+            (8, 9, 16)
+        );
+        assert_eq!(offsets.hmap_oldbuckets, 24);
+        assert_eq!(offsets.swiss_dir_ptr, OFFSET_NONE);
         // `pat` exists in the DWARF, but the probes use it for Go 1.22 only.
         assert_eq!(offsets.request_pat, OFFSET_NONE);
         assert_eq!(offsets.pattern_str, OFFSET_NONE);

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 
 	_ "github.com/lib/pq"
 	"google.golang.org/grpc"
@@ -18,7 +19,7 @@ import (
 
 type health struct {
 	healthpb.UnimplementedHealthServer
-	client healthpb.HealthClient
+	client func() healthpb.HealthClient
 	db     *sql.DB
 }
 
@@ -29,7 +30,7 @@ func (h *health) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*
 	case "missing":
 		return nil, status.Error(codes.NotFound, "no such service")
 	case "call":
-		if _, err := h.client.Check(ctx, &healthpb.HealthCheckRequest{Service: "ok"}); err != nil {
+		if _, err := h.client().Check(ctx, &healthpb.HealthCheckRequest{Service: "ok"}); err != nil {
 			return nil, err
 		}
 	case "db":
@@ -48,15 +49,24 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	conn, err := grpc.Dial(addr, grpc.WithInsecure())
-	if err != nil {
-		panic(err)
+	// Dialed at the first call, as a lazily connecting client does: odiglet files a socket for
+	// traceparent injection when an instrumented process connects it.
+	var once sync.Once
+	var healthClient healthpb.HealthClient
+	client := func() healthpb.HealthClient {
+		once.Do(func() {
+			conn, err := grpc.Dial(addr, grpc.WithInsecure())
+			if err != nil {
+				panic(err)
+			}
+			healthClient = healthpb.NewHealthClient(conn)
+		})
+		return healthClient
 	}
 	db, err := sql.Open("postgres", os.Args[3])
 	if err != nil {
 		panic(err)
 	}
-	client := healthpb.NewHealthClient(conn)
 	server := grpc.NewServer()
 	healthpb.RegisterHealthServer(server, &health{client: client, db: db})
 	go server.Serve(lis)
@@ -66,7 +76,7 @@ func main() {
 		if tp := r.URL.Query().Get("tp"); tp != "" {
 			ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", tp)
 		}
-		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: r.URL.Query().Get("service")})
+		_, err := client().Check(ctx, &healthpb.HealthCheckRequest{Service: r.URL.Query().Get("service")})
 		w.WriteHeader(200 + int(status.Code(err)))
 	})
 	http.HandleFunc("/sql", func(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +92,7 @@ func main() {
 	http.HandleFunc("/load", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		for i := 0; i < n; i++ {
-			if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "ok"}); err != nil {
+			if _, err := client().Check(context.Background(), &healthpb.HealthCheckRequest{Service: "ok"}); err != nil {
 				w.WriteHeader(500)
 				return
 			}

@@ -19,10 +19,6 @@ use odiglet::{
 use odiglet_common::{GoSpanRecord, decode_go_span};
 use tokio::time::{Instant, timeout_at};
 
-/// Socket programs attach to the cgroup root and a socket joins one sockmap's programs at a
-/// time, so the tests that enable propagation take turns.
-pub static PROPAGATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 pub const SPAN_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
@@ -103,19 +99,27 @@ impl Traced {
         self.probes.attach(pid, &resolved.targets).expect("attach");
     }
 
-    /// Reads spans until `deadline`; true when at least one arrived.
+    /// Reads spans until `deadline`; true when at least one arrived. Drains on readiness
+    /// and on the drain timer, as the pipeline's reader does (the probes skip most wakeups).
     pub async fn read_until(&mut self, deadline: Instant) -> bool {
-        let Ok(guard) = timeout_at(deadline, self.ring.readable_mut()).await else {
-            return false;
-        };
-        let mut guard = guard.unwrap();
-        guard.clear_ready();
         let before = self.spans.len();
-        while let Some(item) = guard.get_inner_mut().next() {
-            self.spans
-                .push(decode_go_span(&item).expect("spans decode"));
+        let mut timer = ring::drain_timer();
+        while self.spans.len() == before {
+            match timeout_at(
+                deadline,
+                ring::wait_ready_or_tick(&mut self.ring, &mut timer),
+            )
+            .await
+            {
+                Err(_) => return false,
+                Ok(ready) => ready.unwrap(),
+            }
+            while let Some(item) = self.ring.get_mut().next() {
+                self.spans
+                    .push(decode_go_span(&item).expect("spans decode"));
+            }
         }
-        self.spans.len() > before
+        true
     }
 
     /// Waits until `count(spans) >= n`.
