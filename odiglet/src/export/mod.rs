@@ -7,7 +7,10 @@
 //! SpanSink::offer ─try_send─▶ [bounded queue] ─▶ worker: batch ─▶ group ─▶ backend.export
 //!        full: dropped_queue_full++                         retry / dropped_after_retries++
 //! ```
-//! Export knows nothing of eBPF: it consumes [`ProcessSpan`]s.
+//! Export knows nothing of eBPF: it consumes [`ProcessSpan`]s, whose spans arrive
+//! protobuf-encoded. Grouping copies them behind pre-encoded resources and scopes into one
+//! encoded `ExportTraceServiceRequest` ([`EncodedRequest`]), which the OTLP/gRPC backend ships
+//! as is and the JSON backend decodes with prost.
 
 use std::{
     collections::HashMap,
@@ -19,11 +22,13 @@ use std::{
     time::Duration,
 };
 
+use bytes::{BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::InstrumentationScope,
-    trace::v1::{ResourceSpans, ScopeSpans},
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
+use prost::Message;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -31,7 +36,10 @@ use tokio::{
 };
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::pipeline::{ProcessResource, ProcessSpan, SpanSink};
+use crate::pipeline::{
+    ProcessResource, ProcessSpan, SpanSink,
+    encode::{field_len, put_header},
+};
 
 pub mod otlp_grpc;
 pub mod stdout_json;
@@ -61,8 +69,46 @@ pub trait SpanExporter: Send + 'static {
     /// Sends one request. `Ok(rejected)` carries the spans the receiver reported rejecting.
     fn export(
         &mut self,
-        request: ExportTraceServiceRequest,
+        request: EncodedRequest,
     ) -> impl Future<Output = Result<u64, ExportError>> + Send;
+}
+
+/// One protobuf-encoded `ExportTraceServiceRequest`; cheap to clone (retries resend it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedRequest {
+    bytes: Bytes,
+    spans: usize,
+}
+
+impl EncodedRequest {
+    /// The encoded message.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// How many spans it holds.
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    /// The request in the prost model.
+    pub fn decode(&self) -> Result<ExportTraceServiceRequest, prost::DecodeError> {
+        ExportTraceServiceRequest::decode(self.bytes.clone())
+    }
+}
+
+impl From<&ExportTraceServiceRequest> for EncodedRequest {
+    fn from(request: &ExportTraceServiceRequest) -> Self {
+        Self {
+            bytes: request.encode_to_vec().into(),
+            spans: request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum(),
+        }
+    }
 }
 
 /// Queue, batching, retry and shutdown settings.
@@ -376,24 +422,71 @@ async fn deadline_passed(shutdown: &mut watch::Receiver<Option<Instant>>) {
     }
 }
 
-/// The scope spans of one resource.
+// Field numbers of `ExportTraceServiceRequest`, `ResourceSpans` and `ScopeSpans`
+// (opentelemetry/proto/collector/trace/v1 and trace/v1).
+const REQUEST_RESOURCE_SPANS: u32 = 1;
+const RESOURCE_SPANS_RESOURCE: u32 = 1;
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const SCOPE_SPANS_SCOPE: u32 = 1;
+const SCOPE_SPANS_SPANS: u32 = 2;
+
+/// The spans of one resource, by scope.
 struct ResourceGroup {
     resource: Arc<ProcessResource>,
-    /// Scope name and the number of spans it gets.
-    scopes: Vec<(&'static str, usize)>,
+    scopes: Vec<ScopeGroup>,
 }
 
-/// Groups a batch by resource, then by scope, into one export request. Spans keep their
-/// relative order within a group.
-pub fn build_request(batch: Vec<ProcessSpan>) -> ExportTraceServiceRequest {
-    // First pass: assign every span its (group, scope) slot and count, so the second pass
-    // moves each span once into a vector of exactly the right size.
+/// The spans of one scope within a resource.
+struct ScopeGroup {
+    /// The encoded `InstrumentationScope`.
+    scope: Vec<u8>,
+    name: &'static str,
+    /// Indices into the batch, in arrival order.
+    spans: Vec<usize>,
+    /// Encoded length of the `ScopeSpans` message.
+    len: usize,
+}
+
+impl ResourceGroup {
+    /// Encoded length of the `ResourceSpans` message.
+    fn len(&self) -> usize {
+        field_len(RESOURCE_SPANS_RESOURCE, self.resource.encoded().len())
+            + self
+                .scopes
+                .iter()
+                .map(|scope| field_len(RESOURCE_SPANS_SCOPE_SPANS, scope.len))
+                .sum::<usize>()
+    }
+}
+
+/// The instrumentation scope `name` at odiglet's version.
+fn instrumentation_scope(name: &str) -> InstrumentationScope {
+    InstrumentationScope {
+        name: name.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..InstrumentationScope::default()
+    }
+}
+
+fn scope_group(name: &'static str) -> ScopeGroup {
+    let scope = instrumentation_scope(name).encode_to_vec();
+    ScopeGroup {
+        len: field_len(SCOPE_SPANS_SCOPE, scope.len()),
+        scope,
+        name,
+        spans: Vec::new(),
+    }
+}
+
+/// Groups a batch by resource, then by scope, into one encoded export request. Spans keep
+/// their relative order within a group; their bytes are copied once, into a buffer of
+/// exactly the request's size.
+pub fn build_request(batch: Vec<ProcessSpan>) -> EncodedRequest {
     let mut groups: Vec<ResourceGroup> = Vec::new();
     // PID → indices of the groups with that PID (more than one only if a PID was
     // re-registered with other attributes within the batch).
     let mut by_pid: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut slots: Vec<(usize, usize)> = Vec::with_capacity(batch.len());
-    for item in &batch {
+    for (index, item) in batch.iter().enumerate() {
         let candidates = by_pid.entry(item.resource.pid()).or_default();
         let found = candidates.iter().copied().find(|&index| {
             groups.get(index).is_some_and(|group| {
@@ -411,51 +504,86 @@ pub fn build_request(batch: Vec<ProcessSpan>) -> ExportTraceServiceRequest {
         let Some(group) = groups.get_mut(group_index) else {
             continue;
         };
-        let scope_index = match group
-            .scopes
-            .iter()
-            .position(|(name, _)| *name == item.scope)
-        {
+        let scope_index = match group.scopes.iter().position(|s| s.name == item.scope) {
             Some(index) => index,
             None => {
-                group.scopes.push((item.scope, 0));
+                group.scopes.push(scope_group(item.scope));
                 group.scopes.len() - 1
             }
         };
-        if let Some((_, count)) = group.scopes.get_mut(scope_index) {
-            *count += 1;
+        if let Some(scope) = group.scopes.get_mut(scope_index) {
+            scope.spans.push(index);
+            scope.len += field_len(SCOPE_SPANS_SPANS, item.span.len());
         }
-        slots.push((group_index, scope_index));
     }
-    let mut resource_spans: Vec<ResourceSpans> = groups
+
+    let total = groups
         .iter()
-        .map(|group| ResourceSpans {
-            resource: Some(group.resource.proto().clone()),
-            scope_spans: group
-                .scopes
-                .iter()
-                .map(|&(name, count)| ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: name.to_owned(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        ..InstrumentationScope::default()
-                    }),
-                    spans: Vec::with_capacity(count),
-                    schema_url: String::new(),
-                })
-                .collect(),
-            schema_url: String::new(),
-        })
-        .collect();
-    for (item, (group, scope)) in batch.into_iter().zip(slots) {
-        if let Some(scope_spans) = resource_spans
-            .get_mut(group)
-            .and_then(|rs| rs.scope_spans.get_mut(scope))
-        {
-            scope_spans.spans.push(item.span);
+        .map(|group| field_len(REQUEST_RESOURCE_SPANS, group.len()))
+        .sum();
+    let mut out = BytesMut::with_capacity(total);
+    for group in &groups {
+        put_header(REQUEST_RESOURCE_SPANS, group.len(), &mut out);
+        let resource = group.resource.encoded();
+        put_header(RESOURCE_SPANS_RESOURCE, resource.len(), &mut out);
+        out.put_slice(resource);
+        for scope in &group.scopes {
+            put_header(RESOURCE_SPANS_SCOPE_SPANS, scope.len, &mut out);
+            put_header(SCOPE_SPANS_SCOPE, scope.scope.len(), &mut out);
+            out.put_slice(&scope.scope);
+            for span in scope.spans.iter().filter_map(|&index| batch.get(index)) {
+                put_header(SCOPE_SPANS_SPANS, span.span.len(), &mut out);
+                out.put_slice(&span.span);
+            }
         }
     }
-    ExportTraceServiceRequest { resource_spans }
+    debug_assert_eq!(out.len(), total);
+    EncodedRequest {
+        bytes: out.freeze(),
+        spans: batch.len(),
+    }
+}
+
+/// [`build_request`] in the prost model, from model spans (resource, scope, span): the
+/// reference the encoded path is tested and benchmarked against. Same grouping: by equal
+/// resource in order of first appearance, then by scope.
+pub fn model_request(
+    batch: impl IntoIterator<Item = (Arc<ProcessResource>, &'static str, Span)>,
+) -> ExportTraceServiceRequest {
+    let mut groups: Vec<(Arc<ProcessResource>, ResourceSpans)> = Vec::new();
+    for (resource, scope, span) in batch {
+        let index = groups
+            .iter()
+            .position(|(seen, _)| Arc::ptr_eq(seen, &resource) || **seen == *resource)
+            .unwrap_or_else(|| {
+                let spans = ResourceSpans {
+                    resource: Some(resource.proto().clone()),
+                    ..ResourceSpans::default()
+                };
+                groups.push((resource, spans));
+                groups.len() - 1
+            });
+        let Some((_, resource_spans)) = groups.get_mut(index) else {
+            continue;
+        };
+        let scopes = &mut resource_spans.scope_spans;
+        let position = scopes
+            .iter()
+            .position(|s| s.scope.as_ref().is_some_and(|s| s.name == scope));
+        let index = position.unwrap_or_else(|| {
+            scopes.push(ScopeSpans {
+                scope: Some(instrumentation_scope(scope)),
+                ..ScopeSpans::default()
+            });
+            scopes.len() - 1
+        });
+        if let Some(scope_spans) = scopes.get_mut(index) {
+            scope_spans.spans.push(span);
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: groups.into_iter().map(|(_, spans)| spans).collect(),
+    }
 }
 
 /// Where `odiglet trace` sends spans.

@@ -1,23 +1,31 @@
 //! OTLP/gRPC backend: `TraceService/Export` to the node collector (`--otlp-endpoint`,
 //! `http://localhost:4317` by default), over one lazily connected, reconnecting channel.
+//!
+//! Requests are already protobuf-encoded ([`EncodedRequest`]): a pass-through codec writes
+//! their bytes as the gRPC message, and prost decodes the response.
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
-};
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::{
-    Code,
+    Code, GrpcMethod, Status,
+    client::Grpc,
+    codec::{BufferSettings, Codec, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
     transport::{Channel, Endpoint},
 };
+use tonic_prost::{ProstCodec, ProstDecoder};
 
-use super::{ExportError, SpanExporter};
+use super::{EncodedRequest, ExportError, SpanExporter};
 
 /// Where odiglet sends spans unless told otherwise: the collector on the same node.
 pub const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4317";
 
 const BACKEND: &str = "otlp/grpc";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpGrpcError {
@@ -32,7 +40,7 @@ pub enum OtlpGrpcError {
 /// Sends batches to an OTLP/gRPC receiver.
 #[derive(Clone, Debug)]
 pub struct OtlpGrpcExporter {
-    client: TraceServiceClient<Channel>,
+    client: Grpc<Channel>,
 }
 
 impl OtlpGrpcExporter {
@@ -48,23 +56,74 @@ impl OtlpGrpcExporter {
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
         Ok(Self {
-            client: TraceServiceClient::new(channel),
+            client: Grpc::new(channel),
         })
     }
 }
 
 impl SpanExporter for OtlpGrpcExporter {
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<u64, ExportError> {
-        match self.client.export(request).await {
+    async fn export(&mut self, request: EncodedRequest) -> Result<u64, ExportError> {
+        match self.call(request.bytes().clone()).await {
             Ok(response) => {
                 let rejected = response
-                    .into_inner()
                     .partial_success
                     .map_or(0, |partial| partial.rejected_spans);
                 Ok(u64::try_from(rejected).unwrap_or(0))
             }
             Err(status) => Err(classify(&status)),
         }
+    }
+}
+
+impl OtlpGrpcExporter {
+    /// `TraceService/Export` with an encoded request, as the generated client makes it.
+    async fn call(&mut self, request: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+        self.client
+            .ready()
+            .await
+            .map_err(|error| Status::unknown(format!("service was not ready: {error}")))?;
+        let mut request = tonic::Request::new(request);
+        request
+            .extensions_mut()
+            .insert(GrpcMethod::new(SERVICE, "Export"));
+        let path = PathAndQuery::from_static(EXPORT_PATH);
+        let response = self.client.unary(request, path, EncodedCodec).await?;
+        Ok(response.into_inner())
+    }
+}
+
+/// Sends an encoded `ExportTraceServiceRequest` as is; decodes the response with prost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EncodedCodec;
+
+impl Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = BytesEncoder;
+    type Decoder = ProstDecoder<ExportTraceServiceResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<ExportTraceServiceResponse, ExportTraceServiceResponse>::raw_decoder(
+            BufferSettings::default(),
+        )
+    }
+}
+
+/// Writes a message's bytes unchanged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, Status},
 };
 
-use super::{ExportError, SpanExporter};
+use super::{EncodedRequest, ExportError, SpanExporter};
 
 const BACKEND: &str = "stdout/json";
 
@@ -44,7 +44,13 @@ impl StdoutJsonExporter {
 }
 
 impl SpanExporter for StdoutJsonExporter {
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<u64, ExportError> {
+    async fn export(&mut self, request: EncodedRequest) -> Result<u64, ExportError> {
+        // JSON is not the hot path: the model comes from decoding the bytes the gRPC backend
+        // would send, so both backends always carry the same spans.
+        let request = request.decode().map_err(|error| ExportError::Permanent {
+            backend: BACKEND,
+            message: format!("undecodable request: {error}"),
+        })?;
         self.line.clear();
         write_request(&mut self.line, &request);
         self.line.push('\n');

@@ -162,8 +162,8 @@ impl Write for Shared {
 async fn each_batch_is_one_line() {
     let buffer = Shared::default();
     let mut exporter = StdoutJsonExporter::new(Box::new(buffer.clone()));
-    exporter.export(request()).await.unwrap();
-    exporter.export(request()).await.unwrap();
+    exporter.export((&request()).into()).await.unwrap();
+    exporter.export((&request()).into()).await.unwrap();
     let written = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = written.lines().collect();
     assert_eq!(lines, vec![GOLDEN, GOLDEN]);

@@ -1,6 +1,7 @@
 use std::sync::Mutex;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 use tokio::sync::Notify;
 
 use super::*;
@@ -13,7 +14,9 @@ fn span(resource: &Arc<ProcessResource>, scope: &'static str, name: &str) -> Pro
         span: Span {
             name: name.to_owned(),
             ..Span::default()
-        },
+        }
+        .encode_to_vec()
+        .into(),
     }
 }
 
@@ -47,7 +50,9 @@ fn batch_is_grouped_by_resource_then_scope_in_order() {
             resource: Arc::new(ProcessResource::unknown(3)),
             ..span(&a, "s1", "7")
         },
-    ]);
+    ])
+    .decode()
+    .unwrap();
     type Summary = Vec<(Vec<String>, Vec<(String, Vec<String>)>)>;
     let summary: Summary = request
         .resource_spans
@@ -107,7 +112,7 @@ struct Fake {
 }
 
 impl SpanExporter for Fake {
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<u64, ExportError> {
+    async fn export(&mut self, request: EncodedRequest) -> Result<u64, ExportError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
             gate.notified().await;
@@ -118,7 +123,10 @@ impl SpanExporter for Fake {
         if let Some(error) = self.script.lock().unwrap().pop() {
             return Err(error);
         }
-        self.received.lock().unwrap().push(request);
+        self.received
+            .lock()
+            .unwrap()
+            .push(request.decode().unwrap());
         Ok(0)
     }
 }

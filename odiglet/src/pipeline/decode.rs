@@ -1,26 +1,63 @@
-//! The per-record work of the reader: bytes → decoded record → [`ProcessSpan`].
+//! The per-record work of the reader: bytes → decoded record → [`ProcessSpan`] with its
+//! span already protobuf-encoded.
 
+use bytes::BytesMut;
 use odiglet_common::{DecodeError, GoSpanRecord, bytes_of, decode_go_span};
 
 use super::{
     ProcessSpan,
+    encode::encode_span,
     resource::ResourceRegistry,
-    span::{record_pid, record_scope, to_otlp_span},
+    span::{record_pid, record_scope},
 };
 use crate::time::BootClock;
 
-/// Decodes one ring-buffer record and converts it into a span with its process's resource.
+/// Spans are encoded into chunks of this size and split off it, so a span shares one
+/// allocation with its neighbours instead of owning one. Small enough that a chunk kept
+/// alive by one queued span holds little (a span is about 400 bytes).
+const CHUNK: usize = 16 * 1024;
+/// A new chunk is started when less than this is left (a span rarely needs more; one that
+/// does grows the buffer).
+const SPAN_RESERVE: usize = 2 * 1024;
+
+/// Turns ring-buffer records into [`ProcessSpan`]s; keep one per reader.
+#[derive(Debug, Default)]
+pub struct RecordConverter {
+    buffer: BytesMut,
+}
+
+impl RecordConverter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one record and encodes its span, with its process's resource.
+    pub fn convert(
+        &mut self,
+        bytes: &[u8],
+        clock: &BootClock,
+        resources: &ResourceRegistry,
+    ) -> Result<ProcessSpan, DecodeError> {
+        let record = decode_go_span(bytes)?;
+        if self.buffer.capacity() < SPAN_RESERVE {
+            self.buffer.reserve(CHUNK);
+        }
+        encode_span(&record, clock, &mut self.buffer);
+        Ok(ProcessSpan {
+            resource: resources.resolve(record_pid(&record)),
+            scope: record_scope(&record),
+            span: self.buffer.split().freeze(),
+        })
+    }
+}
+
+/// [`RecordConverter::convert`] with a buffer of its own, for one-off records.
 pub fn convert_record(
     bytes: &[u8],
     clock: &BootClock,
     resources: &ResourceRegistry,
 ) -> Result<ProcessSpan, DecodeError> {
-    let record = decode_go_span(bytes)?;
-    Ok(ProcessSpan {
-        resource: resources.resolve(record_pid(&record)),
-        scope: record_scope(&record),
-        span: to_otlp_span(&record, clock),
-    })
+    RecordConverter::new().convert(bytes, clock, resources)
 }
 
 /// The bytes the kernel writes for `record` (native endian, `#[repr(C)]` order): the inverse
@@ -82,6 +119,7 @@ mod tests {
             convert_record(&record_bytes(&record), &BootClock::fixed(0, 0), &resources).unwrap();
         assert_eq!(span.resource.pid(), 4242);
         assert_eq!(span.scope, crate::pipeline::SCOPE_NET_HTTP);
+        assert_eq!(span.decode_span().unwrap().name, "GET");
         assert!(convert_record(&[1, 0, 0, 0, 5], &BootClock::fixed(0, 0), &resources).is_err());
     }
 }

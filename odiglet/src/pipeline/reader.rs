@@ -11,7 +11,7 @@ use std::{
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
-use super::{SpanSink, decode::convert_record, resource::ResourceRegistry};
+use super::{SpanSink, decode::RecordConverter, resource::ResourceRegistry};
 use crate::{
     ring::{self, AsyncRingBuf},
     time::BootClock,
@@ -47,6 +47,7 @@ pub struct SpanReader<S> {
     ring: AsyncRingBuf,
     resources: ResourceRegistry,
     sink: S,
+    converter: RecordConverter,
     counters: Arc<ReaderCounters>,
 }
 
@@ -57,6 +58,7 @@ impl<S: SpanSink> SpanReader<S> {
             ring,
             resources,
             sink,
+            converter: RecordConverter::new(),
             counters: Arc::new(ReaderCounters::default()),
         }
     }
@@ -78,14 +80,30 @@ impl<S: SpanSink> SpanReader<S> {
                         warn!(%error, "span ring buffer poll failed; stopping");
                         return;
                     }
-                    drain(self.ring.get_mut(), &self.resources, &self.sink, &self.counters);
+                    self.drain();
                 }
                 () = &mut shutdown => {
-                    drain(self.ring.get_mut(), &self.resources, &self.sink, &self.counters);
+                    self.drain();
                     debug!(counters = ?self.counters.snapshot(), "span reader stopped");
                     return;
                 }
             }
+        }
+    }
+
+    fn drain(&mut self) {
+        // One clock reading per drain: the wall clock can be stepped between batches.
+        let clock = BootClock::now();
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            handle_record(
+                &item,
+                &clock,
+                &self.resources,
+                &mut self.converter,
+                &self.sink,
+                &self.counters,
+            );
         }
     }
 
@@ -98,29 +116,17 @@ impl<S: SpanSink> SpanReader<S> {
     }
 }
 
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    resources: &ResourceRegistry,
-    sink: &impl SpanSink,
-    counters: &ReaderCounters,
-) {
-    // One clock reading per drain: the wall clock can be stepped between batches.
-    let clock = BootClock::now();
-    while let Some(item) = ring.next() {
-        handle_record(&item, &clock, resources, sink, counters);
-    }
-}
-
 /// The per-record work: count, decode, convert, offer. Undecodable records are counted.
 pub(crate) fn handle_record(
     bytes: &[u8],
     clock: &BootClock,
     resources: &ResourceRegistry,
+    converter: &mut RecordConverter,
     sink: &impl SpanSink,
     counters: &ReaderCounters,
 ) {
     counters.records.fetch_add(1, Ordering::Relaxed);
-    match convert_record(bytes, clock, resources) {
+    match converter.convert(bytes, clock, resources) {
         Ok(span) => sink.offer(span),
         Err(error) => {
             counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -163,12 +169,27 @@ mod tests {
         );
         let sink = Arc::new(Collect::default());
         let counters = ReaderCounters::default();
+        let mut converter = RecordConverter::new();
         let clock = BootClock::fixed(1_000_000, 0);
         let good = bytes(&server("GET", "/a", "", "h:1", "c:2", 200));
-        handle_record(&good, &clock, &resources, &sink, &counters);
-        handle_record(&good[..50], &clock, &resources, &sink, &counters);
-        handle_record(&[9, 0, 0, 0], &clock, &resources, &sink, &counters);
-        handle_record(&[], &clock, &resources, &sink, &counters);
+        handle_record(&good, &clock, &resources, &mut converter, &sink, &counters);
+        handle_record(
+            &good[..50],
+            &clock,
+            &resources,
+            &mut converter,
+            &sink,
+            &counters,
+        );
+        handle_record(
+            &[9, 0, 0, 0],
+            &clock,
+            &resources,
+            &mut converter,
+            &sink,
+            &counters,
+        );
+        handle_record(&[], &clock, &resources, &mut converter, &sink, &counters);
         assert_eq!(
             counters.snapshot(),
             ReaderCountersSnapshot {
@@ -178,12 +199,15 @@ mod tests {
         );
         let spans = sink.0.lock().unwrap();
         assert_eq!(spans.len(), 1);
-        assert_eq!(spans[0].span.name, "GET");
+        assert_eq!(spans[0].decode_span().unwrap().name, "GET");
         assert_eq!(spans[0].resource.pid(), 4242);
         assert!(Arc::ptr_eq(
             &spans[0].resource,
             &resources.get(4242).unwrap()
         ));
-        assert_eq!(spans[0].span.start_time_unix_nano, 1_002_000);
+        assert_eq!(
+            spans[0].decode_span().unwrap().start_time_unix_nano,
+            1_002_000
+        );
     }
 }

@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::{common::v1::KeyValue, resource::v1::Resource};
+use prost::Message;
 
 use super::span::{int, string};
 
@@ -90,11 +92,13 @@ pub struct ResourceAttributes {
     pub extra: Vec<(String, String)>,
 }
 
-/// The resource of one process's spans, built once per registration.
+/// The resource of one process's spans, built (and protobuf-encoded) once per registration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessResource {
     pid: u32,
     proto: Resource,
+    /// `proto` encoded: what every export request containing this process's spans copies.
+    encoded: Bytes,
 }
 
 impl ProcessResource {
@@ -158,23 +162,32 @@ impl ProcessResource {
                 kv.push(string(key, value.clone()));
             }
         }
-        Self {
+        Self::from_proto(
             pid,
-            proto: Resource {
+            Resource {
                 attributes: kv,
                 ..Resource::default()
             },
-        }
+        )
     }
 
     /// The resource of a process nobody registered: `process.pid` only.
     pub fn unknown(pid: u32) -> Self {
-        Self {
+        Self::from_proto(
             pid,
-            proto: Resource {
+            Resource {
                 attributes: vec![int("process.pid", i64::from(pid))],
                 ..Resource::default()
             },
+        )
+    }
+
+    fn from_proto(pid: u32, proto: Resource) -> Self {
+        let encoded = proto.encode_to_vec().into();
+        Self {
+            pid,
+            proto,
+            encoded,
         }
     }
 
@@ -186,6 +199,11 @@ impl ProcessResource {
     /// The OTLP resource.
     pub fn proto(&self) -> &Resource {
         &self.proto
+    }
+
+    /// The protobuf encoding of [`Self::proto`].
+    pub fn encoded(&self) -> &Bytes {
+        &self.encoded
     }
 
     /// The attributes, in the order they are exported.

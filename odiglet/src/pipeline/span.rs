@@ -4,6 +4,8 @@
 //! Every string field is cut to its buffer before reading (a corrupt length never reads past
 //! the record) and decoded as lossy UTF-8: the probes copy raw user memory.
 
+use std::borrow::Cow;
+
 use odiglet_common::{
     GoSpanRecord,
     go::{
@@ -34,7 +36,7 @@ const FLAG_CONTEXT_IS_REMOTE: u32 = 0x200;
 
 /// The host PID that produced `record`.
 pub fn record_pid(record: &GoSpanRecord) -> u32 {
-    header(record).pid
+    record_header(record).pid
 }
 
 /// The instrumentation scope name of `record`.
@@ -46,7 +48,8 @@ pub fn record_scope(record: &GoSpanRecord) -> &'static str {
     }
 }
 
-fn header(record: &GoSpanRecord) -> &SpanHeader {
+/// The header every record starts with.
+pub(crate) fn record_header(record: &GoSpanRecord) -> &SpanHeader {
     match record {
         GoSpanRecord::HttpServer(span) => &span.header,
         GoSpanRecord::HttpClient(span) => &span.header,
@@ -56,20 +59,105 @@ fn header(record: &GoSpanRecord) -> &SpanHeader {
     }
 }
 
-/// Converts one record to an OTLP span; `clock` turns boot-time stamps into wall-clock ones.
+/// Receives the fields of one span as [`build_span`] produces them, in the order of the
+/// calls. [`build_span`] is the only place that decides what a span holds; [`SpanModel`]
+/// collects it into the prost model, [`super::encode::SpanEncoder`] writes it straight as
+/// protobuf.
+pub trait SpanFields {
+    fn context(
+        &mut self,
+        trace_id: &[u8; 16],
+        span_id: &[u8; 8],
+        parent_span_id: Option<&[u8; 8]>,
+        flags: u32,
+    );
+    fn times(&mut self, start_unix_nano: u64, end_unix_nano: u64);
+    fn kind(&mut self, kind: SpanKind);
+    /// The span name is the concatenation of `parts` (`"{method} {route}"` needs no
+    /// allocation).
+    fn name(&mut self, parts: &[&str]);
+    /// A string attribute whose value is the concatenation of `parts`.
+    fn joined(&mut self, key: &'static str, parts: &[&str]);
+    fn int(&mut self, key: &'static str, value: i64);
+    /// An error status with `message`; called at most once per span.
+    fn error(&mut self, message: &str);
+
+    /// A string attribute.
+    fn string(&mut self, key: &'static str, value: &str) {
+        self.joined(key, &[value]);
+    }
+}
+
+/// [`SpanFields`] into the prost model `Span`.
+#[derive(Debug, Default)]
+pub struct SpanModel(pub Span);
+
+impl SpanFields for SpanModel {
+    fn context(
+        &mut self,
+        trace_id: &[u8; 16],
+        span_id: &[u8; 8],
+        parent_span_id: Option<&[u8; 8]>,
+        flags: u32,
+    ) {
+        self.0.trace_id = trace_id.to_vec();
+        self.0.span_id = span_id.to_vec();
+        self.0.parent_span_id = parent_span_id.map_or_else(Vec::new, |id| id.to_vec());
+        self.0.flags = flags;
+    }
+
+    fn times(&mut self, start_unix_nano: u64, end_unix_nano: u64) {
+        self.0.start_time_unix_nano = start_unix_nano;
+        self.0.end_time_unix_nano = end_unix_nano;
+    }
+
+    fn kind(&mut self, kind: SpanKind) {
+        self.0.kind = kind as i32;
+    }
+
+    fn name(&mut self, parts: &[&str]) {
+        self.0.name = parts.concat();
+    }
+
+    fn joined(&mut self, key: &'static str, parts: &[&str]) {
+        self.0.attributes.push(string(key, parts.concat()));
+    }
+
+    fn int(&mut self, key: &'static str, value: i64) {
+        self.0.attributes.push(int(key, value));
+    }
+
+    fn error(&mut self, message: &str) {
+        self.0.status = Some(Status {
+            message: message.to_owned(),
+            code: StatusCode::Error as i32,
+        });
+    }
+}
+
+/// Converts one record to an OTLP span in the prost model; `clock` turns boot-time stamps
+/// into wall-clock ones. The exporter encodes spans directly instead
+/// ([`super::encode::encode_span`]); both come from [`build_span`].
 pub fn to_otlp_span(record: &GoSpanRecord, clock: &BootClock) -> Span {
+    let mut model = SpanModel::default();
+    build_span(record, clock, &mut model);
+    model.0
+}
+
+/// The semantic-convention mapping: hands every field of `record`'s span to `out`.
+pub fn build_span(record: &GoSpanRecord, clock: &BootClock, out: &mut impl SpanFields) {
     match record {
-        GoSpanRecord::HttpServer(span) => server_span(span, clock),
-        GoSpanRecord::HttpClient(span) => client_span(span, clock),
-        GoSpanRecord::Db(span) => db_span(span, clock),
-        GoSpanRecord::GrpcServer(span) => grpc_server_span(span, clock),
-        GoSpanRecord::GrpcClient(span) => grpc_client_span(span, clock),
+        GoSpanRecord::HttpServer(span) => server_span(span, clock, out),
+        GoSpanRecord::HttpClient(span) => client_span(span, clock, out),
+        GoSpanRecord::Db(span) => db_span(span, clock, out),
+        GoSpanRecord::GrpcServer(span) => grpc_server_span(span, clock, out),
+        GoSpanRecord::GrpcClient(span) => grpc_client_span(span, clock, out),
     }
 }
 
 /// The fields every span shares: ids, flags, times. Name, kind, attributes and status are
 /// the caller's.
-fn base_span(header: &SpanHeader, clock: &BootClock) -> Span {
+fn base_span(header: &SpanHeader, clock: &BootClock, out: &mut impl SpanFields) {
     let has_parent = header.flags & SPAN_FLAG_HAS_PARENT != 0;
     let mut flags = u32::from(header.context.trace_flags) | FLAG_CONTEXT_HAS_IS_REMOTE;
     if has_parent && header.flags & SPAN_FLAG_PARENT_REMOTE != 0 {
@@ -78,22 +166,16 @@ fn base_span(header: &SpanHeader, clock: &BootClock) -> Span {
     let start = clock.boot_to_unix_nanos(header.start_boot_ns);
     // A span never ends before it starts, even if the probe's stamps are off.
     let end = clock.boot_to_unix_nanos(header.end_boot_ns).max(start);
-    Span {
-        trace_id: header.context.trace_id.to_vec(),
-        span_id: header.context.span_id.to_vec(),
-        parent_span_id: if has_parent {
-            header.parent.span_id.to_vec()
-        } else {
-            Vec::new()
-        },
+    out.context(
+        &header.context.trace_id,
+        &header.context.span_id,
+        has_parent.then_some(&header.parent.span_id),
         flags,
-        start_time_unix_nano: start,
-        end_time_unix_nano: end,
-        ..Span::default()
-    }
+    );
+    out.times(start, end);
 }
 
-fn server_span(record: &HttpServerSpan, clock: &BootClock) -> Span {
+fn server_span(record: &HttpServerSpan, clock: &BootClock, out: &mut impl SpanFields) {
     let method = text(&record.method, record.method_len);
     let path = text(&record.path, record.path_len);
     let route = text(&record.route, record.route_len);
@@ -107,43 +189,42 @@ fn server_span(record: &HttpServerSpan, clock: &BootClock) -> Span {
         record.status_code
     };
 
-    let mut span = base_span(&record.header, clock);
-    span.kind = SpanKind::Server as i32;
-    span.name = if route.is_empty() {
-        method.clone()
+    base_span(&record.header, clock, out);
+    out.kind(SpanKind::Server);
+    if route.is_empty() {
+        out.name(&[&method]);
     } else {
-        format!("{method} {route}")
-    };
-    let mut attributes = Vec::with_capacity(10);
-    attributes.push(string("http.request.method", method));
-    attributes.push(string("url.path", path));
-    if !route.is_empty() {
-        attributes.push(string("http.route", route));
+        out.name(&[&method, " ", &route]);
     }
-    attributes.push(int("http.response.status_code", i64::from(status)));
-    let (host_name, host_port) = into_host_port(host);
+    out.string("http.request.method", &method);
+    out.string("url.path", &path);
+    if !route.is_empty() {
+        out.string("http.route", &route);
+    }
+    out.int("http.response.status_code", i64::from(status));
+    let (host_name, host_port) = split_host_port(&host);
     if !host_name.is_empty() {
-        attributes.push(string("server.address", host_name));
+        out.string("server.address", host_name);
     }
     if let Some(port) = host_port {
-        attributes.push(int("server.port", i64::from(port)));
+        out.int("server.port", i64::from(port));
     }
-    let (peer, peer_port) = into_host_port(remote);
+    let (peer, peer_port) = split_host_port(&remote);
     if !peer.is_empty() {
-        attributes.push(string("client.address", peer));
+        out.string("client.address", peer);
     }
     if let Some(port) = peer_port {
-        attributes.push(int("client.port", i64::from(port)));
+        out.int("client.port", i64::from(port));
     }
     if let Some(version) = protocol_version(&proto) {
-        attributes.push(string("network.protocol.version", version.to_owned()));
+        out.string("network.protocol.version", version);
     }
-    span.attributes = attributes;
-    span.status = (status >= 500).then(|| error_status(status));
-    span
+    if status >= 500 {
+        out.error(&http_error(status));
+    }
 }
 
-fn client_span(record: &HttpClientSpan, clock: &BootClock) -> Span {
+fn client_span(record: &HttpClientSpan, clock: &BootClock, out: &mut impl SpanFields) {
     let method = text(&record.method, record.method_len);
     let scheme = text(&record.scheme, record.scheme_len);
     let host = text(&record.host, record.host_len);
@@ -151,17 +232,15 @@ fn client_span(record: &HttpClientSpan, clock: &BootClock) -> Span {
     let proto = text(&record.proto, record.proto_len);
     let failed = record.header.flags & SPAN_FLAG_ERROR != 0;
 
-    let mut span = base_span(&record.header, clock);
-    span.kind = SpanKind::Client as i32;
-    span.name.clone_from(&method);
-    let mut attributes = Vec::with_capacity(8);
-    attributes.push(string("http.request.method", method));
+    base_span(&record.header, clock, out);
+    out.kind(SpanKind::Client);
+    out.name(&[&method]);
+    out.string("http.request.method", &method);
     let scheme_or_http = if scheme.is_empty() { "http" } else { &scheme };
-    let full = format!("{scheme_or_http}://{host}{path}");
-    attributes.push(string("url.full", full));
+    out.joined("url.full", &[scheme_or_http, "://", &host, &path]);
     let (host_name, host_port) = split_host_port(&host);
     if !host_name.is_empty() {
-        attributes.push(string("server.address", host_name.to_owned()));
+        out.string("server.address", host_name);
     }
     // The port is implied by the scheme when the URL has none.
     let port = host_port.or(match scheme_or_http {
@@ -170,29 +249,19 @@ fn client_span(record: &HttpClientSpan, clock: &BootClock) -> Span {
         _ => None,
     });
     if let Some(port) = port {
-        attributes.push(int("server.port", i64::from(port)));
+        out.int("server.port", i64::from(port));
     }
     if record.status_code != 0 {
-        attributes.push(int(
-            "http.response.status_code",
-            i64::from(record.status_code),
-        ));
+        out.int("http.response.status_code", i64::from(record.status_code));
     }
     if let Some(version) = protocol_version(&proto) {
-        attributes.push(string("network.protocol.version", version.to_owned()));
+        out.string("network.protocol.version", version);
     }
-    span.attributes = attributes;
-    span.status = if record.status_code >= 400 {
-        Some(error_status(record.status_code))
+    if record.status_code >= 400 {
+        out.error(&http_error(record.status_code));
     } else if failed {
-        Some(Status {
-            message: "request failed".to_owned(),
-            code: StatusCode::Error as i32,
-        })
-    } else {
-        None
-    };
-    span
+        out.error("request failed");
+    }
 }
 
 /// `db.system.name` values (OpenTelemetry semantic conventions) of `DB_SYSTEM_*`.
@@ -205,39 +274,32 @@ fn db_system_name(system: u32) -> &'static str {
     }
 }
 
-fn db_span(record: &DbSpan, clock: &BootClock) -> Span {
+fn db_span(record: &DbSpan, clock: &BootClock, out: &mut impl SpanFields) {
     let query = sql::sanitize(&text(&record.query, record.query_len));
     let (operation, collection) = sql::summarize(&query);
     let system = db_system_name(record.db_system);
-    let mut span = base_span(&record.header, clock);
-    span.kind = SpanKind::Client as i32;
-    span.name = match (&operation, &collection) {
-        (Some(operation), Some(collection)) => format!("{operation} {collection}"),
-        (Some(operation), None) => operation.clone(),
-        _ => system.to_owned(),
-    };
-    let mut attributes = Vec::with_capacity(5);
-    attributes.push(string("db.system.name", system.to_owned()));
-    if let Some(operation) = operation {
-        attributes.push(string("db.operation.name", operation));
+    base_span(&record.header, clock, out);
+    out.kind(SpanKind::Client);
+    match (&operation, &collection) {
+        (Some(operation), Some(collection)) => out.name(&[operation, " ", collection]),
+        (Some(operation), None) => out.name(&[operation]),
+        _ => out.name(&[system]),
     }
-    if let Some(collection) = collection {
-        attributes.push(string("db.collection.name", collection));
+    out.string("db.system.name", system);
+    if let Some(operation) = &operation {
+        out.string("db.operation.name", operation);
     }
-    attributes.push(string("db.query.text", query));
-    span.attributes = attributes;
+    if let Some(collection) = &collection {
+        out.string("db.collection.name", collection);
+    }
+    out.string("db.query.text", &query);
     if record.header.flags & SPAN_FLAG_ERROR != 0 {
-        let call = if record.header.flags & SPAN_FLAG_DB_EXEC != 0 {
-            "exec"
+        if record.header.flags & SPAN_FLAG_DB_EXEC != 0 {
+            out.error("exec failed");
         } else {
-            "query"
-        };
-        span.status = Some(Status {
-            message: format!("{call} failed"),
-            code: StatusCode::Error as i32,
-        });
+            out.error("query failed");
+        }
     }
-    span
 }
 
 /// gRPC status codes by number, as `rpc.grpc.status_code` documents them.
@@ -268,66 +330,63 @@ fn split_grpc_method(full: &str) -> (&str, &str) {
 }
 
 /// Name and `rpc.*` attributes shared by gRPC server and client spans.
-fn grpc_base(header: &SpanHeader, method: &str, status: u32, clock: &BootClock) -> Span {
+fn grpc_base(
+    header: &SpanHeader,
+    method: &str,
+    status: u32,
+    clock: &BootClock,
+    out: &mut impl SpanFields,
+) {
     let (service, name) = split_grpc_method(method);
-    let mut span = base_span(header, clock);
-    span.name = method.strip_prefix('/').unwrap_or(method).to_owned();
-    span.attributes = vec![
-        string("rpc.system", "grpc".to_owned()),
-        string("rpc.service", service.to_owned()),
-        string("rpc.method", name.to_owned()),
-        int("rpc.grpc.status_code", i64::from(status)),
-    ];
-    span
+    base_span(header, clock, out);
+    out.name(&[method.strip_prefix('/').unwrap_or(method)]);
+    out.string("rpc.system", "grpc");
+    out.string("rpc.service", service);
+    out.string("rpc.method", name);
+    out.int("rpc.grpc.status_code", i64::from(status));
 }
 
-fn grpc_error(status: u32) -> Status {
+fn grpc_error(status: u32) -> String {
     let name = GRPC_CODES
         .get(status as usize)
         .copied()
         .unwrap_or("UNKNOWN");
-    Status {
-        message: format!("gRPC {name}"),
-        code: StatusCode::Error as i32,
-    }
+    format!("gRPC {name}")
 }
 
-fn grpc_server_span(record: &GrpcServerSpan, clock: &BootClock) -> Span {
+fn grpc_server_span(record: &GrpcServerSpan, clock: &BootClock, out: &mut impl SpanFields) {
     let method = text(&record.method, record.method_len);
-    let mut span = grpc_base(&record.header, &method, record.status_code, clock);
-    span.kind = SpanKind::Server as i32;
+    grpc_base(&record.header, &method, record.status_code, clock, out);
+    out.kind(SpanKind::Server);
     let ip = record
         .peer_ip
         .get(..usize::from(record.peer_ip_len))
         .and_then(ip_address);
     if let Some(ip) = ip {
-        span.attributes
-            .push(string("client.address", ip.to_string()));
-        span.attributes
-            .push(int("client.port", i64::from(record.peer_port)));
+        out.string("client.address", &ip.to_string());
+        out.int("client.port", i64::from(record.peer_port));
     }
     // Server side, only these codes mean the server failed (semantic conventions).
-    span.status = matches!(record.status_code, 2 | 4 | 12 | 13 | 14 | 15)
-        .then(|| grpc_error(record.status_code));
-    span
+    if matches!(record.status_code, 2 | 4 | 12 | 13 | 14 | 15) {
+        out.error(&grpc_error(record.status_code));
+    }
 }
 
-fn grpc_client_span(record: &GrpcClientSpan, clock: &BootClock) -> Span {
+fn grpc_client_span(record: &GrpcClientSpan, clock: &BootClock, out: &mut impl SpanFields) {
     let method = text(&record.method, record.method_len);
     let target = text(&record.target, record.target_len);
-    let mut span = grpc_base(&record.header, &method, record.status_code, clock);
-    span.kind = SpanKind::Client as i32;
+    grpc_base(&record.header, &method, record.status_code, clock, out);
+    out.kind(SpanKind::Client);
     let (host, port) = split_host_port(grpc_target_authority(&target));
     if !host.is_empty() {
-        span.attributes
-            .push(string("server.address", host.to_owned()));
+        out.string("server.address", host);
     }
     if let Some(port) = port {
-        span.attributes.push(int("server.port", i64::from(port)));
+        out.int("server.port", i64::from(port));
     }
-    let failed = record.status_code != 0 || record.header.flags & SPAN_FLAG_ERROR != 0;
-    span.status = failed.then(|| grpc_error(record.status_code));
-    span
+    if record.status_code != 0 || record.header.flags & SPAN_FLAG_ERROR != 0 {
+        out.error(&grpc_error(record.status_code));
+    }
 }
 
 /// The `host:port` of a gRPC dial target: `dns:///h:p`, `dns://resolver/h:p`,
@@ -352,21 +411,19 @@ fn ip_address(bytes: &[u8]) -> Option<std::net::IpAddr> {
     }
 }
 
-fn error_status(http_status: u32) -> Status {
-    Status {
-        message: format!("HTTP {http_status}"),
-        code: StatusCode::Error as i32,
-    }
+fn http_error(http_status: u32) -> String {
+    format!("HTTP {http_status}")
 }
 
-/// The first `len` bytes of `buffer` (clamped to it), stopping at a NUL, as lossy UTF-8.
-pub(crate) fn text(buffer: &[u8], len: u16) -> String {
+/// The first `len` bytes of `buffer` (clamped to it), stopping at a NUL, as lossy UTF-8:
+/// borrowed from the record unless invalid bytes had to be replaced.
+pub(crate) fn text(buffer: &[u8], len: u16) -> Cow<'_, str> {
     let bytes = buffer.get(..usize::from(len)).unwrap_or(buffer);
     let bytes = match bytes.iter().position(|b| *b == 0) {
         Some(end) => bytes.get(..end).unwrap_or(bytes),
         None => bytes,
     };
-    String::from_utf8_lossy(bytes).into_owned()
+    String::from_utf8_lossy(bytes)
 }
 
 /// Splits `host[:port]`, `[v6]:port` or a bare IPv6 address. A port that is not a number is
@@ -388,15 +445,6 @@ pub(crate) fn split_host_port(value: &str) -> (&str, Option<u16>) {
         },
         None => (value, None),
     }
-}
-
-/// [`split_host_port`] reusing `value`'s allocation for the host.
-fn into_host_port(mut value: String) -> (String, Option<u16>) {
-    let (host, port) = split_host_port(&value);
-    let (start, len) = (host.as_ptr() as usize - value.as_ptr() as usize, host.len());
-    value.truncate(start + len);
-    value.drain(..start);
-    (value, port)
 }
 
 /// `"HTTP/1.1"` → `"1.1"`; `None` for an empty or unknown protocol string.

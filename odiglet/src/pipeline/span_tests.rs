@@ -7,14 +7,14 @@ use odiglet_common::go::{
 
 use super::*;
 
-fn fill<const N: usize>(value: &[u8]) -> ([u8; N], u16) {
+pub(crate) fn fill<const N: usize>(value: &[u8]) -> ([u8; N], u16) {
     let mut buffer = [0u8; N];
     let len = value.len().min(N);
     buffer[..len].copy_from_slice(&value[..len]);
     (buffer, len as u16)
 }
 
-fn header(kind: u32, flags: u32) -> SpanHeader {
+pub(crate) fn header(kind: u32, flags: u32) -> SpanHeader {
     SpanHeader {
         kind,
         pid: 4242,
@@ -70,7 +70,13 @@ pub(crate) fn server(
     }
 }
 
-fn client(method: &str, scheme: &str, host: &str, path: &str, status: u32) -> HttpClientSpan {
+pub(crate) fn client(
+    method: &str,
+    scheme: &str,
+    host: &str,
+    path: &str,
+    status: u32,
+) -> HttpClientSpan {
     let (method, method_len) = fill::<HTTP_METHOD_LEN>(method.as_bytes());
     let (scheme, scheme_len) = fill::<HTTP_SCHEME_LEN>(scheme.as_bytes());
     let (host, host_len) = fill::<HTTP_HOST_LEN>(host.as_bytes());
@@ -315,7 +321,7 @@ fn pid_and_scope_come_from_the_record() {
     assert_eq!(record_scope(&record), SCOPE_NET_HTTP);
 }
 
-fn db(query: &str, system: u32, flags: u32) -> DbSpan {
+pub(crate) fn db(query: &str, system: u32, flags: u32) -> DbSpan {
     let (query, query_len) = fill::<DB_QUERY_LEN>(query.as_bytes());
     DbSpan {
         header: header(GO_SPAN_DB, flags),
@@ -363,7 +369,7 @@ fn db_spans_carry_sanitized_text_operation_and_system() {
     assert_eq!(attr_str(&span, "db.operation.name"), None);
 }
 
-fn grpc_server(method: &str, status: u32, ip: &[u8], port: u32) -> GrpcServerSpan {
+pub(crate) fn grpc_server(method: &str, status: u32, ip: &[u8], port: u32) -> GrpcServerSpan {
     let (method, method_len) = fill::<GRPC_METHOD_LEN>(method.as_bytes());
     let (peer_ip, peer_ip_len) = fill::<IP_LEN>(ip);
     GrpcServerSpan {
