@@ -29,7 +29,6 @@ use crate::{
         Inspector,
         cgroup::{CgroupConfig, DEFAULT_CGROUP_ROOT},
     },
-    process::DEFAULT_LIFECYCLE_RING_BYTES,
     k8s::{self, DetectionWorker, Glue, GlueConfig, StatusWriter},
     manager::{
         DEFAULT_SPAN_RING_BYTES, InstrumentationManager, ManagerConfig, ManagerRequest,
@@ -40,6 +39,7 @@ use crate::{
         health::QUEUE_CAPACITY, k8s_writer::KubeInstanceWriter,
     },
     ops::{EBPF_LOADED, OPAMP_LISTENER, OpsServer, OpsState, Readiness, WATCHES_SYNCED},
+    process::DEFAULT_LIFECYCLE_RING_BYTES,
 };
 
 /// Odigos' health-probe port (`k8sconsts.OdigletHealthProbeBindPort`).

@@ -20,8 +20,7 @@ use crate::{
     manager::{DEFAULT_SPAN_RING_BYTES, Engine},
     pipeline::ResourceAttributes,
     process::{
-        DEFAULT_LIFECYCLE_RING_BYTES, ProcessEvent, ProcessEventKind, ProcessWatcher,
-        WatcherConfig,
+        DEFAULT_LIFECYCLE_RING_BYTES, ProcessEvent, ProcessEventKind, ProcessWatcher, WatcherConfig,
     },
 };
 
