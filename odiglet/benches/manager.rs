@@ -10,12 +10,14 @@
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
 
 use std::{
     fs,
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::TcpStream,
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -30,6 +32,10 @@ use odiglet::{
     process::cgroup2_mount_from_mountinfo,
 };
 
+use self::daemon::{
+    Cgroups, Children, ContainerCgroup, exec_churn_script, free_port, memory, mib, wait_until,
+};
+
 const PROCESSES: usize = 20;
 const EXEC_CYCLES: usize = 10_000;
 const GO_CYCLES: usize = 300;
@@ -37,119 +43,12 @@ const IDLE: Duration = Duration::from_secs(10);
 const POD_UID: &str = "b3e1c0de-1111-2222-3333-444455556666";
 const CONTAINER_ID: &str = "be0c4a11be0c4a11be0c4a11be0c4a11be0c4a11be0c4a11be0c4a11be0c4a11";
 
-/// The memory lines of `/proc/self/status`, in KiB.
-#[derive(Clone, Copy, Debug, Default)]
-struct Memory {
-    rss: u64,
-    anon: u64,
-    file: u64,
-    shmem: u64,
-}
-
-fn memory() -> Memory {
-    let status = fs::read_to_string("/proc/self/status").expect("own status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    Memory {
-        rss: field("VmRSS:"),
-        anon: field("RssAnon:"),
-        file: field("RssFile:"),
-        shmem: field("RssShmem:"),
-    }
-}
-
 fn cpu() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
     let tv = |t: nix::sys::time::TimeVal| {
         Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
     };
     tv(usage.user_time()) + tv(usage.system_time())
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// Children killed on drop.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The kubelet's systemd layout under our own root; removed (innermost first) on drop.
-struct Cgroups(Vec<PathBuf>);
-
-impl Cgroups {
-    fn create(mount: &Path) -> Self {
-        let uid_ = POD_UID.replace('-', "_");
-        let mut path = mount.join(format!("odiglet-bench-{}", std::process::id()));
-        let mut levels = vec![path.clone()];
-        for level in [
-            "kubepods.slice".to_owned(),
-            "kubepods-burstable.slice".to_owned(),
-            format!("kubepods-burstable-pod{uid_}.slice"),
-            format!("cri-containerd-{CONTAINER_ID}.scope"),
-        ] {
-            path = path.join(level);
-            levels.push(path.clone());
-        }
-        for level in &levels {
-            fs::create_dir_all(level).expect("create cgroup");
-        }
-        Self(levels)
-    }
-
-    fn root(&self) -> &Path {
-        &self.0[0]
-    }
-
-    fn scope(&self) -> &Path {
-        self.0.last().expect("levels")
-    }
-}
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        let parent = self.0[0].parent().map(Path::to_owned);
-        for level in self.0.iter().rev() {
-            if let (Ok(procs), Some(parent)) = (
-                fs::read_to_string(level.join("cgroup.procs")),
-                parent.as_ref(),
-            ) {
-                for pid in procs.lines() {
-                    let _ = fs::write(parent.join("cgroup.procs"), pid);
-                }
-            }
-            let _ = fs::remove_dir(level);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn loaded(handle: &ManagerHandle) -> usize {
@@ -174,8 +73,14 @@ fn main() {
     let binary = common::build_go_server(&go, &root.join("target/bench-manager"));
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let mount = cgroup2_mount_from_mountinfo(&mountinfo).expect("a cgroup v2 hierarchy");
-    let cgroups = Cgroups::create(&mount);
-    let scope = cgroups.scope().to_owned();
+    let cgroups = Cgroups::create(
+        &mount,
+        &[ContainerCgroup {
+            pod_uid: POD_UID.into(),
+            container_id: CONTAINER_ID.into(),
+        }],
+    );
+    let scope = cgroups.scopes()[0].clone();
 
     // The daemon's runtime shape: two workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -183,7 +88,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let baseline = memory();
+    let baseline = memory("self");
 
     let mut services = Children(Vec::new());
     let mut ports = Vec::new();
@@ -194,7 +99,7 @@ fn main() {
             .stdout(Stdio::null())
             .spawn()
             .expect("service");
-        fs::write(scope.join("cgroup.procs"), child.id().to_string()).expect("move");
+        cgroups.enter(0, child.id());
         services.0.push(child);
         ports.push(port);
     }
@@ -242,6 +147,8 @@ fn main() {
     let manager = runtime.block_on(async {
         InstrumentationManager::start(config, InstanceQueue::disabled()).expect("manager starts")
     });
+    // Probes loaded (kernel BTF read, both rings mapped), nothing analyzed yet.
+    let loaded_memory = memory("self");
     let handle = manager.handle();
     runtime
         .block_on(manager.requests().send(ManagerRequest::Apply(target)))
@@ -256,17 +163,13 @@ fn main() {
     let (cpu_before, wall_before) = (cpu(), Instant::now());
     std::thread::sleep(IDLE);
     let idle_cpu = (cpu() - cpu_before).as_secs_f64() / wall_before.elapsed().as_secs_f64();
-    let idle = memory();
+    let idle = memory("self");
 
     // Churn: short processes exec'd in the container (examined, found not Go, forgotten at
     // exit), and short-lived Go processes (attached, then detached at exit).
     let churn_start = Instant::now();
-    let script = format!(
-        "echo $$ > {}/cgroup.procs; i=0; while [ $i -lt {EXEC_CYCLES} ]; do /bin/true; i=$((i+1)); done",
-        scope.display()
-    );
     let status = Command::new("/bin/sh")
-        .args(["-c", &script])
+        .args(["-c", &exec_churn_script(&scope, EXEC_CYCLES)])
         .status()
         .expect("churn");
     assert!(status.success());
@@ -290,7 +193,7 @@ fn main() {
         handle.snapshot().len() == PROCESSES
     });
     std::thread::sleep(Duration::from_secs(6));
-    let after = memory();
+    let after = memory("self");
     let stats = handle.stats();
     let go_attached = stats.attached_total - attached_before;
 
@@ -305,6 +208,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, m) in [
         ("baseline (runtime up, nothing loaded)", baseline),
+        ("probes loaded, nothing instrumented", loaded_memory),
         ("idle, 20 processes instrumented", idle),
         ("after churn", after),
     ] {

@@ -92,6 +92,19 @@ pub fn report_error(error: &CliError) {
     output::error_line(&format!("odiglet: {error:#}"));
 }
 
+/// Smallest ring buffer accepted: one page.
+const PAGE_BYTES: u32 = 4096;
+
+/// Value parser of the `--*-ring-bytes` flags: the kernel wants a power of two, at least a page.
+fn ring_bytes(value: &str) -> Result<u32, String> {
+    let bytes: u32 = value.parse().map_err(|e| format!("{e}"))?;
+    if bytes.is_power_of_two() && bytes >= PAGE_BYTES {
+        Ok(bytes)
+    } else {
+        Err(format!("must be a power of two of at least {PAGE_BYTES}"))
+    }
+}
+
 /// A multi-threaded runtime for long-running subcommands.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()

@@ -32,8 +32,8 @@ pub struct ProcessesArgs {
     /// Kernel BTF used to resolve kernel structure offsets.
     #[arg(long, default_value = VMLINUX_BTF)]
     btf: PathBuf,
-    /// Ring-buffer size in bytes (a power of two and a multiple of the page size).
-    #[arg(long, default_value_t = 8 << 20)]
+    /// Ring-buffer size in bytes (a power of two, at least a page).
+    #[arg(long, default_value_t = 8 << 20, value_parser = super::ring_bytes)]
     ring_buffer_bytes: u32,
 }
 
@@ -46,13 +46,6 @@ impl ProcessesArgs {
         };
         let filter = ProcessFilter::new(self.env_filter.as_deref(), &ignored)
             .map_err(|e| CliError::Usage(e.into()))?;
-        let page = 4096;
-        if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < page {
-            return Err(CliError::Usage(anyhow::anyhow!(
-                "--ring-buffer-bytes must be a power of two of at least {page}, got {}",
-                self.ring_buffer_bytes
-            )));
-        }
         let config = WatcherConfig {
             proc_root: self.proc_dir,
             btf_path: self.btf,

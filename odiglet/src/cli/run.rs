@@ -31,12 +31,16 @@ use crate::{
         cri::CriSocket,
     },
     k8s::{self, DetectionWorker, Glue, GlueConfig, StatusWriter},
-    manager::{InstrumentationManager, ManagerConfig, ManagerRequest, REQUEST_CAPACITY},
+    manager::{
+        DEFAULT_SPAN_RING_BYTES, InstrumentationManager, ManagerConfig, ManagerRequest,
+        REQUEST_CAPACITY,
+    },
     opamp::{
         DEFAULT_LISTEN, DEFAULT_UNIX_SOCKET, InstanceQueue, OpampConfig, OpampServer, ServedConfig,
         health::QUEUE_CAPACITY, k8s_writer::KubeInstanceWriter,
     },
     ops::{EBPF_LOADED, OPAMP_LISTENER, OpsServer, OpsState, Readiness, WATCHES_SYNCED},
+    process::DEFAULT_LIFECYCLE_RING_BYTES,
 };
 
 /// Odigos' health-probe port (`k8sconsts.OdigletHealthProbeBindPort`).
@@ -117,6 +121,14 @@ pub struct RunArgs {
         default_value = "/run"
     )]
     host_run_dir: PathBuf,
+    /// Span ring-buffer size in bytes (a power of two, at least a page); resident twice over.
+    #[arg(long, env = "ODIGLET_SPAN_RING_BYTES", value_name = "BYTES",
+        default_value_t = DEFAULT_SPAN_RING_BYTES, value_parser = super::ring_bytes)]
+    span_ring_bytes: u32,
+    /// Lifecycle-event ring-buffer size in bytes (a power of two, at least a page).
+    #[arg(long, env = "ODIGLET_LIFECYCLE_RING_BYTES", value_name = "BYTES",
+        default_value_t = DEFAULT_LIFECYCLE_RING_BYTES, value_parser = super::ring_bytes)]
+    lifecycle_ring_bytes: u32,
     /// Where the host's cgroups are mounted.
     #[arg(long, env = "ODIGOS_CGROUP_ROOT", value_name = "DIR", default_value = DEFAULT_CGROUP_ROOT)]
     cgroup_root: PathBuf,
@@ -194,6 +206,8 @@ impl RunArgs {
             manager.cgroup_root.clone_from(&self.cgroup_root);
             manager.node_name = Some(node_name.clone());
             manager.propagation = !self.no_propagation;
+            manager.ring_buffer_bytes = self.span_ring_bytes;
+            manager.watcher.ring_buffer_bytes = self.lifecycle_ring_bytes;
             manager
         });
         let detection = (!self.no_runtime_detection).then(|| {

@@ -17,9 +17,11 @@ use super::CliError;
 use crate::{
     export::{DEFAULT_OTLP_ENDPOINT, ExportTarget, ExporterConfig},
     instrument::{GoCounters, LIBRARIES, library_bits, resolve_targets},
-    manager::Engine,
+    manager::{DEFAULT_SPAN_RING_BYTES, Engine},
     pipeline::ResourceAttributes,
-    process::{ProcessEvent, ProcessEventKind, ProcessWatcher, WatcherConfig},
+    process::{
+        DEFAULT_LIFECYCLE_RING_BYTES, ProcessEvent, ProcessEventKind, ProcessWatcher, WatcherConfig,
+    },
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,9 +58,14 @@ pub struct TraceArgs {
     /// Root of the proc filesystem.
     #[arg(long, env = "ODIGOS_PROC_DIR", default_value = "/proc")]
     proc_dir: PathBuf,
-    /// Ring-buffer size for spans, in bytes (a power of two, at least a page).
-    #[arg(long, default_value_t = 8 << 20)]
-    ring_buffer_bytes: u32,
+    /// Span ring-buffer size in bytes (a power of two, at least a page).
+    #[arg(long, env = "ODIGLET_SPAN_RING_BYTES", alias = "ring-buffer-bytes",
+        default_value_t = DEFAULT_SPAN_RING_BYTES, value_parser = super::ring_bytes)]
+    span_ring_bytes: u32,
+    /// Lifecycle-event ring-buffer size in bytes (a power of two, at least a page).
+    #[arg(long, env = "ODIGLET_LIFECYCLE_RING_BYTES",
+        default_value_t = DEFAULT_LIFECYCLE_RING_BYTES, value_parser = super::ring_bytes)]
+    lifecycle_ring_bytes: u32,
 }
 
 fn known_library(name: &str) -> Result<String, String> {
@@ -70,12 +77,6 @@ fn known_library(name: &str) -> Result<String, String> {
 }
 
 pub fn execute(args: TraceArgs) -> Result<(), CliError> {
-    if !args.ring_buffer_bytes.is_power_of_two() || args.ring_buffer_bytes < 4096 {
-        return Err(CliError::Usage(anyhow::anyhow!(
-            "--ring-buffer-bytes must be a power of two of at least 4096, got {}",
-            args.ring_buffer_bytes
-        )));
-    }
     if let Some(exe) = &args.exe
         && let Err(error) = std::fs::metadata(exe)
     {
@@ -97,13 +98,14 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             endpoint: args.otlp_endpoint.clone(),
         },
     };
-    let engine = Engine::start(args.ring_buffer_bytes, &target, ExporterConfig::default())?;
+    let engine = Engine::start(args.span_ring_bytes, &target, ExporterConfig::default())?;
 
     // The lifecycle probe notices the traced processes' exits and, with --exe, new ones.
     let watcher = ProcessWatcher::start(WatcherConfig {
         proc_root: args.proc_dir.clone(),
         // The scan registers running processes with the probe, so their exits are reported.
         scan_existing: true,
+        ring_buffer_bytes: args.lifecycle_ring_bytes,
         ..WatcherConfig::standalone()
     })
     .context("cannot start the process-lifecycle probe")?;

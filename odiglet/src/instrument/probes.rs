@@ -167,6 +167,9 @@ impl GoProbes {
     pub fn load(ring_buffer_bytes: u32) -> Result<Self, AttachError> {
         let object = ebpf_objects::go_http()?;
         let mut ebpf = EbpfLoader::new()
+            // No CO-RE relocations to apply: without this aya parses the kernel's BTF
+            // (~14 MiB of heap for vmlinux) on every load.
+            .btf(None)
             .map_max_entries("GO_SPANS", ring_buffer_bytes)
             .load(object)
             .map_err(|e| AttachError::Load(Box::new(e)))?;

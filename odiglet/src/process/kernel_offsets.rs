@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use odiglet_common::lifecycle::KernelOffsets;
 
 /// Where the running kernel publishes its BTF.
@@ -31,12 +31,21 @@ pub enum KernelOffsetsError {
     },
 }
 
+/// Opens the BTF at `path` mapped, not parsed: btf-rs's parsing backend holds ~40 MiB of heap
+/// for a 5.5 MiB vmlinux, which glibc keeps long after the few lookups here. Kernels before
+/// 6.16 cannot map `/sys/kernel/btf/vmlinux`; those get the parsing backend.
+fn open(path: &Path) -> Result<Btf, KernelOffsetsError> {
+    Btf::from_file_with_backend(path, Backend::Mmap)
+        .or_else(|_| Btf::from_file(path))
+        .map_err(|source| KernelOffsetsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// Resolves the offsets from the BTF file at `path`.
 pub fn resolve(path: &Path) -> Result<KernelOffsets, KernelOffsetsError> {
-    let btf = Btf::from_file(path).map_err(|source| KernelOffsetsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let btf = open(path)?;
     let field = |strukt, field| field_offset(&btf, strukt, field);
     Ok(KernelOffsets {
         task_tgid: field("task_struct", "tgid")?,

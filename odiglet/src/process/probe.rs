@@ -146,6 +146,9 @@ impl ProcessWatcher {
             reserved: 0,
         };
         let mut ebpf = EbpfLoader::new()
+            // No CO-RE relocations to apply: without this aya parses the kernel's BTF
+            // (~14 MiB of heap for vmlinux) on every load.
+            .btf(None)
             .override_global("LIFECYCLE_CONFIG", &probe_config, true)
             .map_max_entries("LIFECYCLE_EVENTS", config.ring_buffer_bytes)
             .load(object)
