@@ -72,6 +72,9 @@ pub struct Field {
     /// The module the struct belongs to when it is not the standard library's: such fields
     /// are optional (most binaries do not link the module; its library is then skipped).
     pub module: Option<&'static str>,
+    /// For a module field, the library whose probes read it (the offsets table keys the field
+    /// by that library's version).
+    pub library: Option<&'static str>,
 }
 
 impl Field {
@@ -90,11 +93,12 @@ const fn field(key: &'static str, structure: &'static str, member: &'static str)
         since: (1, 17),
         until: None,
         module: None,
+        library: None,
     }
 }
 
-/// A field of a struct in `module` (not the standard library).
-const fn module_field(
+/// A field the gRPC probes read, of a struct in `module` (grpc-go or a module it uses).
+const fn grpc_field(
     module: &'static str,
     key: &'static str,
     structure: &'static str,
@@ -102,6 +106,7 @@ const fn module_field(
 ) -> Field {
     Field {
         module: Some(module),
+        library: Some(GRPC_MODULE),
         ..field(key, structure, member)
     }
 }
@@ -154,73 +159,73 @@ pub const FIELDS: &[Field] = &[
     field("tcp_addr_port", "net.TCPAddr", "Port"),
     field("tcp_addr_ip", "net.TCPAddr", "IP"),
     // gRPC (grpc-go before 1.69, where `transport.Stream` split into client and server types).
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_stream_id",
         "google.golang.org/grpc/internal/transport.Stream",
         "id",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_stream_method",
         "google.golang.org/grpc/internal/transport.Stream",
         "method",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_server_remote_addr",
         "google.golang.org/grpc/internal/transport.http2Server",
         "remoteAddr",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_status_proto",
         "google.golang.org/grpc/internal/status.Status",
         "s",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_error_proto",
         "google.golang.org/grpc/internal/status.Error",
         "e",
     ),
-    module_field(
+    grpc_field(
         GENPROTO_MODULE,
         "rpc_status_code",
         "google.golang.org/genproto/googleapis/rpc/status.Status",
         "Code",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_client_conn_target",
         "google.golang.org/grpc.ClientConn",
         "target",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_client_transport_conn",
         "google.golang.org/grpc/internal/transport.http2Client",
         "conn",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_meta_headers_frame",
         "golang.org/x/net/http2.MetaHeadersFrame",
         "HeadersFrame",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_meta_fields",
         "golang.org/x/net/http2.MetaHeadersFrame",
         "Fields",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_headers_frame_header",
         "golang.org/x/net/http2.HeadersFrame",
         "FrameHeader",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_frame_stream_id",
         "golang.org/x/net/http2.FrameHeader",

@@ -132,6 +132,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             &server,
             HTTP_SERVER_FUNCTION,
             &[o.request_method, o.response_status],
+            OFFSETS_UNKNOWN,
         ),
     );
     plan.consider(
@@ -141,6 +142,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             &client,
             HTTP_CLIENT_FUNCTION,
             &[o.request_method, o.url_path],
+            OFFSETS_UNKNOWN,
         ),
     );
     let http_propagation = if client.is_none() {
@@ -150,6 +152,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             &connection,
             CONNECTION_FUNCTION,
             &connection_fields(o, o.persist_conn_conn),
+            OFFSETS_UNKNOWN,
         )
     };
     plan.consider(
@@ -166,6 +169,11 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
     plan.consider(GO_LIBRARY_SQL, "database/sql", sql_missing);
 
     let grpc_gate = grpc_version_gate(&resolved.modules);
+    let grpc_unknown = resolved
+        .table_gaps
+        .iter()
+        .find(|(library, _)| *library == goelf::fields::GRPC_MODULE)
+        .map_or(OFFSETS_UNKNOWN.to_owned(), |(_, why)| format!("no DWARF, and {why}"));
     let grpc_server = function(GRPC_SERVER_FUNCTION);
     let grpc_status = function(GRPC_STATUS_FUNCTION);
     let grpc_client = function(GRPC_CLIENT_FUNCTION);
@@ -179,8 +187,16 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                 &grpc_server,
                 GRPC_SERVER_FUNCTION,
                 &[o.grpc_stream_id, o.grpc_stream_method],
+                &grpc_unknown,
             )
-            .or_else(|| missing(&grpc_status, GRPC_STATUS_FUNCTION, &status_fields))
+            .or_else(|| {
+                missing(
+                    &grpc_status,
+                    GRPC_STATUS_FUNCTION,
+                    &status_fields,
+                    &grpc_unknown,
+                )
+            })
         }),
     );
     plan.consider(
@@ -195,6 +211,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                     o.grpc_error_proto,
                     o.rpc_status_code,
                 ],
+                &grpc_unknown,
             )
         }),
     );
@@ -206,6 +223,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                 &grpc_stream,
                 GRPC_STREAM_FUNCTION,
                 &connection_fields(o, o.grpc_client_transport_conn),
+                &grpc_unknown,
             )
         })
     };
@@ -346,16 +364,22 @@ fn grpc_version(modules: &[GoModule]) -> Option<GoVersion> {
     GoVersion::parse(module.version.trim_start_matches('v'))
 }
 
+/// Why offsets are unknown when nothing more precise is known.
+const OFFSETS_UNKNOWN: &str = "no DWARF, and the shipped table has none for it";
+
 /// Why a library cannot be instrumented, if it cannot: its function is not in the binary
-/// (inlined or not linked) or one of its required offsets is unknown.
-fn missing(function: &Option<FunctionOffsets>, name: &str, required: &[u32]) -> Option<String> {
+/// (inlined or not linked) or one of its required offsets is unknown (`unknown` says why).
+fn missing(
+    function: &Option<FunctionOffsets>,
+    name: &str,
+    required: &[u32],
+    unknown: &str,
+) -> Option<String> {
     if function.is_none() {
         return Some(format!("`{name}` is not in the binary"));
     }
     if required.contains(&OFFSET_NONE) {
-        return Some(
-            "struct offsets unknown (no DWARF, and the shipped table has none for it)".to_owned(),
-        );
+        return Some(format!("struct offsets unknown ({unknown})"));
     }
     None
 }
