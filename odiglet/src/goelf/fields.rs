@@ -75,6 +75,9 @@ pub struct Field {
     /// For a module field, the library whose probes read it (the offsets table keys the field
     /// by that library's version).
     pub library: Option<&'static str>,
+    /// A standard-library field the DWARF may lack (the linker drops the types of unused
+    /// code): only the probe that reads it is left out, the rest of the binary's offsets hold.
+    pub optional: bool,
 }
 
 impl Field {
@@ -94,6 +97,7 @@ const fn field(key: &'static str, structure: &'static str, member: &'static str)
         until: None,
         module: None,
         library: None,
+        optional: false,
     }
 }
 
@@ -158,6 +162,11 @@ pub const FIELDS: &[Field] = &[
     field("net_fd_raddr", "net.netFD", "raddr"),
     field("tcp_addr_port", "net.TCPAddr", "Port"),
     field("tcp_addr_ip", "net.TCPAddr", "IP"),
+    // database/sql prepared statements; a program that prepares none lacks the type.
+    Field {
+        optional: true,
+        ..field("sql_stmt_query", "database/sql.Stmt", "query")
+    },
     // gRPC (grpc-go before 1.69, where `transport.Stream` split into client and server types).
     grpc_field(
         GRPC_MODULE,
@@ -256,6 +265,7 @@ pub fn empty_offsets() -> GoOffsets {
         net_fd_raddr: OFFSET_NONE,
         tcp_addr_port: OFFSET_NONE,
         tcp_addr_ip: OFFSET_NONE,
+        sql_stmt_query: OFFSET_NONE,
         grpc_stream_id: OFFSET_NONE,
         grpc_stream_method: OFFSET_NONE,
         grpc_server_remote_addr: OFFSET_NONE,
@@ -296,6 +306,7 @@ pub fn slot<'a>(offsets: &'a mut GoOffsets, key: &str) -> Option<&'a mut u32> {
         "net_fd_raddr" => &mut offsets.net_fd_raddr,
         "tcp_addr_port" => &mut offsets.tcp_addr_port,
         "tcp_addr_ip" => &mut offsets.tcp_addr_ip,
+        "sql_stmt_query" => &mut offsets.sql_stmt_query,
         "grpc_stream_id" => &mut offsets.grpc_stream_id,
         "grpc_stream_method" => &mut offsets.grpc_stream_method,
         "grpc_server_remote_addr" => &mut offsets.grpc_server_remote_addr,
@@ -332,7 +343,8 @@ mod tests {
         assert_eq!(offsets.request_method, 0);
         assert_eq!(offsets.client_response_proto, 13);
         assert_eq!(offsets.tcp_addr_port, 18);
-        assert_eq!(offsets.http2_frame_stream_id, 31);
+        assert_eq!(offsets.sql_stmt_query, 20);
+        assert_eq!(offsets.http2_frame_stream_id, 32);
         assert!(
             FIELDS
                 .iter()

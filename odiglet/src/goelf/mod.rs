@@ -268,11 +268,8 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
             // No DWARF for the libraries either: the table by their versions.
             let mut table_gaps = Vec::new();
             for library in TABLE_LIBRARIES {
-                let filled = offsets_table::shipped().fill_library(
-                    library,
-                    &info.modules,
-                    &mut offsets,
-                );
+                let filled =
+                    offsets_table::shipped().fill_library(library, &info.modules, &mut offsets);
                 if let Err(why) = filled {
                     table_gaps.push((*library, why));
                 }

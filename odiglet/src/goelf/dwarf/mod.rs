@@ -181,7 +181,7 @@ pub fn extract_partial<'a>(
             Some(offset) => *offset,
             // A module the binary does not link (or a version without the field): its
             // library is skipped, the others keep their offsets.
-            None if field.module.is_some() => continue,
+            None if field.module.is_some() || field.optional => continue,
             None => {
                 missing.push(field);
                 continue;
