@@ -218,6 +218,8 @@ pub struct GoOffsets {
     pub tcp_addr_port: u32,
     /// `net.TCPAddr.IP` (a `[]byte`).
     pub tcp_addr_ip: u32,
+    /// `database/sql.Stmt.query`, a prepared statement's text.
+    pub sql_stmt_query: u32,
     // google.golang.org/grpc (absent unless the binary links it)
     /// `transport.Stream.id` and `.method`.
     pub grpc_stream_id: u32,
@@ -401,7 +403,7 @@ const _: () = assert!(
             + HTTP_PATH_LEN
             + HTTP_PROTO_LEN
 );
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 44 * 4);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 45 * 4);
 const _: () = assert!(core::mem::size_of::<DbSpan>() == 104 + 8 + DB_QUERY_LEN);
 const _: () =
     assert!(core::mem::size_of::<GrpcServerSpan>() == 104 + 16 + GRPC_METHOD_LEN + IP_LEN);

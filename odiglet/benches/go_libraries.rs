@@ -1,9 +1,11 @@
 //! Throughput of Go `database/sql` queries and gRPC unary calls with and without odiglet's
 //! instrumentation, as ratios measured in one run. Targets are the integration tests' own
 //! (`tests/integration/go_targets/`): queries through a no-op driver (Go 1.25, so the probe
-//! cost is not hidden behind a database), and grpc-go 1.33 health checks over loopback, client
-//! and server in one process (Debian Go 1.19, GOPATH mode). Each target loops in-process on
-//! an HTTP request (`/load?n=`), so the rate is the target's own. Outgoing `traceparent`
+//! cost is not hidden behind a database: the worst case), queries through lib/pq to a real
+//! PostgreSQL over its Unix socket (the tests' server, a real round trip per query), and
+//! grpc-go 1.33 health checks over loopback, client and server in one process (Debian Go 1.19,
+//! GOPATH mode). Each target loops in-process on an HTTP request (`/load?n=`, `/load-sql?n=`),
+//! so the rate is the target's own. Outgoing `traceparent`
 //! injection is not in the gRPC figure: the socket programs only see connections made after
 //! they attach, and the target's connection is made at its start.
 //! Needs root, Go and the Debian Go sources (`cargo xtask setup`).
@@ -22,6 +24,18 @@ use std::{
 };
 
 use common::{Instrumented, Target, median};
+
+// The integration tests' PostgreSQL server and the support code it uses (at the crate root,
+// as `super::` in those files expects).
+#[allow(dead_code, reason = "the benchmark uses a part of the tests' support")]
+#[path = "../tests/integration/support/guards.rs"]
+mod guards;
+#[allow(dead_code, reason = "the benchmark uses a part of the tests' support")]
+#[path = "../tests/integration/support/postgres.rs"]
+mod postgres;
+#[allow(dead_code, reason = "the benchmark uses a part of the tests' support")]
+#[path = "../tests/integration/support/runtimes.rs"]
+mod runtimes;
 
 const ROUNDS: usize = 5;
 /// About how long one arm of one round runs.
@@ -78,13 +92,13 @@ fn start(binary: &Path, args: &[String], port: u16) -> Target {
     target
 }
 
-/// Runs `n` operations in the target; returns operations per second.
-fn load(port: u16, n: u64) -> f64 {
+/// Runs `n` operations in the target (`GET <path>?n=`); returns operations per second.
+fn load(port: u16, path: &str, n: u64) -> f64 {
     let started = Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     std::io::Write::write_all(
         &mut stream,
-        format!("GET /load?n={n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path}?n={n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .expect("send");
     let mut response = String::new();
@@ -94,15 +108,15 @@ fn load(port: u16, n: u64) -> f64 {
 }
 
 /// Alternating rounds of `n` operations per arm; prints the medians and their ratio.
-fn compare(what: &str, unit: &str, port: u16, pid: u32) {
+fn compare(what: &str, unit: &str, port: u16, path: &str, pid: u32) {
     let runtime = common::runtime();
     // Sized so one arm lasts about ROUND_TIME uninstrumented.
-    let n = (load(port, 2_000) * ROUND_TIME.as_secs_f64()) as u64;
+    let n = (load(port, path, 2_000) * ROUND_TIME.as_secs_f64()) as u64;
     let (mut base, mut traced, mut spans) = (Vec::new(), Vec::new(), 0);
     for _ in 0..ROUNDS {
-        base.push(load(port, n));
+        base.push(load(port, path, n));
         let instrumented = Instrumented::attach(&runtime, pid, |_| {});
-        traced.push(load(port, n));
+        traced.push(load(port, path, n));
         spans += instrumented.finish(&runtime);
     }
     let (base, traced) = (median(base), median(traced));
@@ -149,6 +163,7 @@ fn main() {
         "database/sql, no-op driver, Go 1.25",
         "queries",
         port,
+        "/load",
         target.0.id(),
     );
     drop(target);
@@ -159,18 +174,24 @@ fn main() {
         GRPC_SERVICE,
         true,
     );
+    let Some(postgres) = postgres::Postgres::start("go_libraries benchmark") else {
+        return;
+    };
     let (grpc_port, http_port) = (free_port(), free_port());
-    // lib/pq does not connect until a query: no database is needed for gRPC calls.
-    let args = [
-        grpc_port.to_string(),
-        http_port.to_string(),
-        "host=/nonexistent".to_owned(),
-    ];
+    let args = [grpc_port.to_string(), http_port.to_string(), postgres.dsn()];
     let target = start(&grpc, &args, http_port);
+    compare(
+        "database/sql, lib/pq to PostgreSQL (Unix socket), Go 1.19",
+        "queries",
+        http_port,
+        "/load-sql",
+        target.0.id(),
+    );
     compare(
         "gRPC unary calls (client + server spans), grpc-go 1.33, Go 1.19",
         "calls",
         http_port,
+        "/load",
         target.0.id(),
     );
 }

@@ -1,13 +1,18 @@
 //! Writes the Go struct offsets table (`odiglet/src/goelf/offsets_table.json`) from the DWARF
 //! of Go programs built by `cargo xtask gen-offsets`:
-//! `gen-offsets-table TABLE.json BINARY...`. Every binary must have DWARF; releases of one
-//! minor version must agree.
+//! `gen-offsets-table TABLE.json BINARY...`. Every binary must have DWARF. One that links
+//! grpc-go gives that grpc-go version's entry (its module fields); the others give their Go
+//! minor version's standard-library entry. Releases of one Go minor must agree, and so must
+//! the Go releases building one grpc-go version.
 #![expect(clippy::print_stdout, reason = "a tool that reports on the terminal")]
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use odiglet::goelf::{self, GoVersion, OffsetSource, offsets_table::OffsetsTable};
+use odiglet::{
+    goelf::{self, GoVersion, OffsetSource, fields::GRPC_MODULE, offsets_table::OffsetsTable},
+    inspect::elf::ElfImage,
+};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);
@@ -20,6 +25,9 @@ fn main() -> anyhow::Result<()> {
         ..OffsetsTable::default()
     };
     for binary in args {
+        if record_library(&mut table, &binary)? {
+            continue;
+        }
         let resolved = goelf::go_offsets(&binary)
             .with_context(|| format!("offsets of {}", binary.display()))?;
         if resolved.source != OffsetSource::Dwarf {
@@ -35,4 +43,28 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&out, table.to_json())
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// Records the grpc-go entry of `binary` when it links grpc-go; false when it does not.
+fn record_library(table: &mut OffsetsTable, binary: &std::path::Path) -> anyhow::Result<bool> {
+    let image =
+        ElfImage::open(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let info = goelf::buildinfo::read(&image)
+        .with_context(|| format!("{}: build information", binary.display()))?;
+    if !info.modules.iter().any(|m| m.path == GRPC_MODULE) {
+        return Ok(false);
+    }
+    let version = GoVersion::parse(&info.version)
+        .with_context(|| format!("{}: version {}", binary.display(), info.version))?;
+    let partial = goelf::dwarf::read_partial(&image, version)
+        .with_context(|| format!("{}: DWARF", binary.display()))?
+        .with_context(|| format!("{}: no DWARF", binary.display()))?;
+    table
+        .record_library(GRPC_MODULE, version, &info.modules, &partial.offsets)
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "gen-offsets: go {version}, {GRPC_MODULE}: {:?}",
+        partial.offsets
+    );
+    Ok(true)
 }

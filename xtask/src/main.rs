@@ -8,6 +8,7 @@
 
 mod bench;
 mod build_ebpf;
+mod debian_go;
 mod demo;
 mod exec;
 mod fuzz;
@@ -53,8 +54,13 @@ enum Task {
         #[arg(long, default_value_t = fuzz::CI_SECONDS_PER_TARGET)]
         seconds: u32,
     },
-    /// Regenerate odiglet's Go struct offsets table from Go 1.19 and 1.21-1.27 (slow; not in CI).
-    GenOffsets,
+    /// Regenerate odiglet's Go struct offsets table from Go 1.19 and 1.21-1.27 and Debian's
+    /// grpc-go (slow; not in CI).
+    GenOffsets {
+        /// Regenerate into target/gen-offsets/ and fail if the committed table differs.
+        #[arg(long)]
+        check: bool,
+    },
     /// Set up, build and run odiglet (default: `processes`, streaming process events).
     Run {
         /// Arguments for odiglet.
@@ -75,7 +81,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
-        Task::GenOffsets => gen_offsets::run(),
+        Task::GenOffsets { check } => gen_offsets::run(check),
         Task::Run { args } => run::run(&args),
     };
     match result {

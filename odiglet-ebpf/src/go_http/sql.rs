@@ -1,7 +1,9 @@
 //! `database/sql`: uprobes at the entry and every RET of `(*DB).queryDC` and `(*DB).execDC`,
 //! which every `Query*`/`Exec*` of `DB`, `Conn` and `Tx` goes through with the statement text
-//! in registers. One client span per call, a child of the span active on the goroutine.
-//! Prepared statements (`Stmt.Query`/`Exec`) take another path and are not seen.
+//! in registers, and of `(*Stmt).QueryContext` and `(*Stmt).ExecContext`, which every use of a
+//! prepared statement (of a `DB`, `Conn` or `Tx`) goes through, the text read from the
+//! `Stmt`'s `query` field. One client span per call, a child of the span active on the
+//! goroutine. The two paths never nest, so one in-flight entry per goroutine holds.
 
 use aya_ebpf::{
     macros::{map, uprobe},
@@ -13,7 +15,7 @@ use odiglet_common::go::{
     GO_INFLIGHT_MAX, GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
     SPAN_FLAG_TRUNCATED,
 };
-use odiglet_ebpf::{go_register, read_go_bytes};
+use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 
 use crate::{
     count, current_key, init_header, join_active_span, now, offsets_for, regs, submit_span,
@@ -48,6 +50,37 @@ pub fn odiglet_go_sql_exec_entry(ctx: ProbeContext) -> u32 {
         SPAN_FLAG_DB_EXEC,
     );
     0
+}
+
+// Stmt.QueryContext(s *Stmt, ctx context.Context, args ...any): s = RAX.
+#[uprobe]
+pub fn odiglet_go_sql_stmt_query_entry(ctx: ProbeContext) -> u32 {
+    let _ = stmt_entry(&ctx, 0);
+    0
+}
+
+// Stmt.ExecContext(s *Stmt, ctx context.Context, args ...any): s = RAX.
+#[uprobe]
+pub fn odiglet_go_sql_stmt_exec_entry(ctx: ProbeContext) -> u32 {
+    let _ = stmt_entry(&ctx, SPAN_FLAG_DB_EXEC);
+    0
+}
+
+/// A prepared statement's call: its text is the `Stmt.query` string.
+fn stmt_entry(ctx: &ProbeContext, flags: u32) -> Result<(), i32> {
+    let key = current_key(ctx);
+    let Some(off) = offsets_for(key.pid, GO_LIBRARY_SQL) else {
+        return Ok(());
+    };
+    let stmt = go_register(regs(ctx), 0);
+    // SAFETY: user-memory reads of the string header in the `Stmt` the call received.
+    let query = unsafe {
+        (
+            read_user_at::<u64>(stmt, off.sql_stmt_query).unwrap_or(0),
+            read_user_at::<u64>(stmt, off.sql_stmt_query + 8).unwrap_or(0),
+        )
+    };
+    db_entry(ctx, query, flags)
 }
 
 /// `query` is the statement string (pointer, length), read from registers by the caller:

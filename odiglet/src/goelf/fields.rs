@@ -72,6 +72,12 @@ pub struct Field {
     /// The module the struct belongs to when it is not the standard library's: such fields
     /// are optional (most binaries do not link the module; its library is then skipped).
     pub module: Option<&'static str>,
+    /// For a module field, the library whose probes read it (the offsets table keys the field
+    /// by that library's version).
+    pub library: Option<&'static str>,
+    /// A standard-library field the DWARF may lack (the linker drops the types of unused
+    /// code): only the probe that reads it is left out, the rest of the binary's offsets hold.
+    pub optional: bool,
 }
 
 impl Field {
@@ -90,11 +96,13 @@ const fn field(key: &'static str, structure: &'static str, member: &'static str)
         since: (1, 17),
         until: None,
         module: None,
+        library: None,
+        optional: false,
     }
 }
 
-/// A field of a struct in `module` (not the standard library).
-const fn module_field(
+/// A field the gRPC probes read, of a struct in `module` (grpc-go or a module it uses).
+const fn grpc_field(
     module: &'static str,
     key: &'static str,
     structure: &'static str,
@@ -102,6 +110,7 @@ const fn module_field(
 ) -> Field {
     Field {
         module: Some(module),
+        library: Some(GRPC_MODULE),
         ..field(key, structure, member)
     }
 }
@@ -157,74 +166,79 @@ pub const FIELDS: &[Field] = &[
     field("net_fd_raddr", "net.netFD", "raddr"),
     field("tcp_addr_port", "net.TCPAddr", "Port"),
     field("tcp_addr_ip", "net.TCPAddr", "IP"),
+    // database/sql prepared statements; a program that prepares none lacks the type.
+    Field {
+        optional: true,
+        ..field("sql_stmt_query", "database/sql.Stmt", "query")
+    },
     // gRPC (grpc-go before 1.69, where `transport.Stream` split into client and server types).
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_stream_id",
         "google.golang.org/grpc/internal/transport.Stream",
         "id",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_stream_method",
         "google.golang.org/grpc/internal/transport.Stream",
         "method",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_server_remote_addr",
         "google.golang.org/grpc/internal/transport.http2Server",
         "remoteAddr",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_status_proto",
         "google.golang.org/grpc/internal/status.Status",
         "s",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_error_proto",
         "google.golang.org/grpc/internal/status.Error",
         "e",
     ),
-    module_field(
+    grpc_field(
         GENPROTO_MODULE,
         "rpc_status_code",
         "google.golang.org/genproto/googleapis/rpc/status.Status",
         "Code",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_client_conn_target",
         "google.golang.org/grpc.ClientConn",
         "target",
     ),
-    module_field(
+    grpc_field(
         GRPC_MODULE,
         "grpc_client_transport_conn",
         "google.golang.org/grpc/internal/transport.http2Client",
         "conn",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_meta_headers_frame",
         "golang.org/x/net/http2.MetaHeadersFrame",
         "HeadersFrame",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_meta_fields",
         "golang.org/x/net/http2.MetaHeadersFrame",
         "Fields",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_headers_frame_header",
         "golang.org/x/net/http2.HeadersFrame",
         "FrameHeader",
     ),
-    module_field(
+    grpc_field(
         X_NET_MODULE,
         "http2_frame_stream_id",
         "golang.org/x/net/http2.FrameHeader",
@@ -297,6 +311,7 @@ pub fn empty_offsets() -> GoOffsets {
         net_fd_raddr: OFFSET_NONE,
         tcp_addr_port: OFFSET_NONE,
         tcp_addr_ip: OFFSET_NONE,
+        sql_stmt_query: OFFSET_NONE,
         grpc_stream_id: OFFSET_NONE,
         grpc_stream_method: OFFSET_NONE,
         grpc_server_remote_addr: OFFSET_NONE,
@@ -347,6 +362,7 @@ pub fn slot<'a>(offsets: &'a mut GoOffsets, key: &str) -> Option<&'a mut u32> {
         "net_fd_raddr" => &mut offsets.net_fd_raddr,
         "tcp_addr_port" => &mut offsets.tcp_addr_port,
         "tcp_addr_ip" => &mut offsets.tcp_addr_ip,
+        "sql_stmt_query" => &mut offsets.sql_stmt_query,
         "grpc_stream_id" => &mut offsets.grpc_stream_id,
         "grpc_stream_method" => &mut offsets.grpc_stream_method,
         "grpc_server_remote_addr" => &mut offsets.grpc_server_remote_addr,
@@ -393,7 +409,8 @@ mod tests {
         assert_eq!(offsets.request_method, 0);
         assert_eq!(offsets.client_response_proto, 13);
         assert_eq!(offsets.tcp_addr_port, 18);
-        assert_eq!(offsets.http2_frame_stream_id, 31);
+        assert_eq!(offsets.sql_stmt_query, 20);
+        assert_eq!(offsets.http2_frame_stream_id, 32);
         assert!(
             FIELDS
                 .iter()

@@ -115,7 +115,13 @@ pub struct ResolvedOffsets {
     pub source: OffsetSource,
     /// The modules compiled in (empty for GOPATH-mode builds), for library version gates.
     pub modules: Vec<GoModule>,
+    /// Libraries (module paths) whose offsets came from neither the DWARF nor the table, each
+    /// with why the table has none for this binary.
+    pub table_gaps: Vec<(&'static str, String)>,
 }
+
+/// The libraries whose offsets the table keys by library version.
+const TABLE_LIBRARIES: &[&str] = &[fields::GRPC_MODULE];
 
 fn open(binary: &Path) -> Result<ElfImage, GoElfError> {
     ElfImage::open(binary).map_err(|source| GoElfError::Elf {
@@ -230,6 +236,7 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
                 go_version: info.version,
                 source: OffsetSource::Dwarf,
                 modules: info.modules,
+                table_gaps: Vec::new(),
             });
         }
         // Standard fields the linker dropped with unused code: the table gives them, the
@@ -241,6 +248,7 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
                     go_version: info.version,
                     source: OffsetSource::Table,
                     modules: info.modules,
+                    table_gaps: Vec::new(),
                 });
             }
             None => {
@@ -256,12 +264,24 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
         Err(error) => format!("its DWARF does not do ({})", error_chain(&error)),
     };
     match table {
-        Some(offsets) => Ok(ResolvedOffsets {
-            offsets,
-            go_version: info.version,
-            source: OffsetSource::Table,
-            modules: info.modules,
-        }),
+        Some(mut offsets) => {
+            // No DWARF for the libraries either: the table by their versions.
+            let mut table_gaps = Vec::new();
+            for library in TABLE_LIBRARIES {
+                let filled =
+                    offsets_table::shipped().fill_library(library, &info.modules, &mut offsets);
+                if let Err(why) = filled {
+                    table_gaps.push((*library, why));
+                }
+            }
+            Ok(ResolvedOffsets {
+                offsets,
+                go_version: info.version,
+                source: OffsetSource::Table,
+                modules: info.modules,
+                table_gaps,
+            })
+        }
         None => Err(GoElfError::NoOffsets {
             path: path(),
             version,

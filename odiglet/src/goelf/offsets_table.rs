@@ -1,14 +1,21 @@
 //! The offsets table shipped with odiglet for binaries without DWARF (`-ldflags=-s -w`):
-//! `offsets_table.json`, keyed by Go `major.minor`, written by `cargo xtask gen-offsets` from
-//! the DWARF of programs built with each toolchain. Standard-library struct layouts do not
-//! change within a minor release; each entry records the exact releases it was checked on.
+//! `offsets_table.json`, written by `cargo xtask gen-offsets` from the DWARF of programs built
+//! with each toolchain (`cargo xtask gen-offsets --check` tells whether it is current).
+//! Standard-library offsets are keyed by Go `major.minor` (layouts do not change within a
+//! minor release); each entry records the exact releases it was checked on. A library's
+//! offsets (grpc-go's) are keyed by the library's exact version from the binary's module list,
+//! and hold only if the other modules whose structs they cover (genproto, x/net) are at the
+//! versions they were read from: anything else is unknown, never guessed.
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
 use odiglet_common::go::{GoOffsets, OFFSET_NONE};
 use serde::{Deserialize, Serialize};
 
-use super::fields::{self, FIELDS, GoVersion};
+use super::{
+    buildinfo::GoModule,
+    fields::{self, FIELDS, GoVersion},
+};
 
 /// The table as checked in.
 pub const TABLE_JSON: &str = include_str!("offsets_table.json");
@@ -20,6 +27,29 @@ pub struct OffsetsTable {
     pub generated_by: String,
     /// `major.minor` -> entry.
     pub versions: BTreeMap<String, TableEntry>,
+    /// Library module path (`google.golang.org/grpc`) -> its version (`v1.33.3`) -> entry.
+    #[serde(default)]
+    pub libraries: BTreeMap<String, BTreeMap<String, LibraryEntry>>,
+}
+
+/// Offsets for one release of a library, good for every Go release it was checked on (the
+/// generator refuses to write one whose offsets depend on the Go release).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryEntry {
+    /// Exact Go releases whose builds gave these offsets.
+    pub checked_go: Vec<String>,
+    /// The other modules whose structs are in `offsets` -> the version they were read from.
+    pub modules: BTreeMap<String, String>,
+    /// [`fields::Field::key`] -> offset.
+    pub offsets: BTreeMap<String, Option<u32>>,
+}
+
+/// The version `modules` lists for module `path`.
+fn module_version<'a>(modules: &'a [GoModule], path: &str) -> Option<&'a str> {
+    modules
+        .iter()
+        .find(|m| m.path == path)
+        .map(|m| m.version.as_str())
 }
 
 /// Offsets for one Go minor release.
@@ -43,10 +73,10 @@ impl OffsetsTable {
         for field in FIELDS.iter().filter(|f| f.applies_to(version)) {
             let value = entry.offsets.get(field.key).copied().flatten();
             // Module fields (gRPC) are optional: the table holds the standard library's.
-            let value = match (value, field.module) {
-                (Some(value), _) => value,
-                (None, Some(_)) => continue,
-                (None, None) => return None,
+            let value = match value {
+                Some(value) => value,
+                None if field.module.is_some() || field.optional => continue,
+                None => return None,
             };
             *fields::slot(&mut offsets, field.key)? = value;
         }
@@ -79,11 +109,118 @@ impl OffsetsTable {
         Ok(())
     }
 
+    /// Fills `offsets` with the module fields of `library`'s entry for the version `modules`
+    /// (the binary's module list) names. `Err` says why the table cannot give them; `offsets`
+    /// is then untouched.
+    pub fn fill_library(
+        &self,
+        library: &str,
+        modules: &[GoModule],
+        offsets: &mut GoOffsets,
+    ) -> Result<(), String> {
+        let known = || {
+            let versions: Vec<&str> = self
+                .libraries
+                .get(library)
+                .into_iter()
+                .flat_map(|entries| entries.keys().map(String::as_str))
+                .collect();
+            if versions.is_empty() {
+                "none".to_owned()
+            } else {
+                versions.join(", ")
+            }
+        };
+        let version = module_version(modules, library).ok_or_else(|| {
+            format!("the binary's module list does not name its {library} version")
+        })?;
+        let entry = self
+            .libraries
+            .get(library)
+            .and_then(|entries| entries.get(version))
+            .ok_or_else(|| {
+                format!(
+                    "the shipped table has no {library} {version} (it has {})",
+                    known()
+                )
+            })?;
+        for (module, checked) in &entry.modules {
+            let linked = module_version(modules, module).unwrap_or("none");
+            if linked != checked {
+                return Err(format!(
+                    "the shipped table's {library} {version} offsets were read with {module} \
+                     {checked}, the binary links {linked}"
+                ));
+            }
+        }
+        let mut filled = *offsets;
+        for field in library_fields(library) {
+            if let (Some(slot), Some(Some(value))) = (
+                fields::slot(&mut filled, field.key),
+                entry.offsets.get(field.key),
+            ) {
+                *slot = *value;
+            }
+        }
+        *offsets = filled;
+        Ok(())
+    }
+
+    /// Records `library`'s offsets, found in the DWARF of a binary built by Go `go` whose
+    /// module list is `modules`. Fails when another Go release gave different offsets or other
+    /// module versions for the same library version.
+    pub fn record_library(
+        &mut self,
+        library: &str,
+        go: GoVersion,
+        modules: &[GoModule],
+        offsets: &GoOffsets,
+    ) -> Result<(), String> {
+        let version = module_version(modules, library)
+            .ok_or_else(|| format!("the binary does not link {library}"))?;
+        let values: BTreeMap<String, Option<u32>> = library_fields(library)
+            .map(|f| {
+                let value = fields::get(offsets, f.key).filter(|v| *v != OFFSET_NONE);
+                (f.key.to_owned(), value)
+            })
+            .collect();
+        let others: BTreeMap<String, String> = library_fields(library)
+            .filter_map(|f| f.module.filter(|m| *m != library))
+            .filter_map(|m| Some((m.to_owned(), module_version(modules, m)?.to_owned())))
+            .collect();
+        let entry = self
+            .libraries
+            .entry(library.to_owned())
+            .or_default()
+            .entry(version.to_owned())
+            .or_default();
+        if !entry.checked_go.is_empty() && (entry.offsets != values || entry.modules != others) {
+            return Err(format!(
+                "{library} {version}: Go {go} and {} give different offsets or modules: key \
+                 its entries by Go release too",
+                entry.checked_go.join(", ")
+            ));
+        }
+        entry.offsets = values;
+        entry.modules = others;
+        let exact = go.to_string();
+        if !entry.checked_go.contains(&exact) {
+            entry.checked_go.push(exact);
+        }
+        Ok(())
+    }
+
     pub fn to_json(&self) -> String {
         let mut json = serde_json::to_string_pretty(self).unwrap_or_default();
         json.push('\n');
         json
     }
+}
+
+/// The module fields `library`'s probes read (its own structs and those of the modules it
+/// uses).
+fn library_fields(library: &str) -> impl Iterator<Item = &'static fields::Field> + '_ {
+    FIELDS.iter().filter(move |f| f.library == Some(library))
 }
 
 /// The shipped table, parsed once; empty if it does not parse (a unit test makes sure it does).
@@ -117,6 +254,135 @@ mod tests {
             assert_eq!(offsets.pattern_str == OFFSET_NONE, minor != 22);
         }
         assert!(table.lookup(GoVersion::new(1, 99, 0)).is_none());
+    }
+
+    #[test]
+    fn shipped_table_is_in_the_generators_format() {
+        // Not a regeneration (`cargo xtask gen-offsets --check` is): catches hand edits that
+        // change the layout, order or formatting the generator writes.
+        let table = OffsetsTable::parse(TABLE_JSON).expect("offsets_table.json parses");
+        assert!(
+            TABLE_JSON == table.to_json(),
+            "run `cargo xtask gen-offsets`"
+        );
+        assert!(
+            table
+                .versions
+                .values()
+                .all(|e| e.offsets.contains_key("tcp_addr_ip"))
+        );
+    }
+
+    fn module(path: &str, version: &str) -> GoModule {
+        GoModule {
+            path: path.to_owned(),
+            version: version.to_owned(),
+        }
+    }
+
+    /// The module list of a build against Debian's grpc-go (`golang-google-grpc-dev`).
+    fn debian_grpc_modules() -> Vec<GoModule> {
+        vec![
+            module("golang.org/x/net", "v0.7.0"),
+            module(
+                "google.golang.org/genproto",
+                "v0.0.0-20200413000000-b5235f6",
+            ),
+            module(fields::GRPC_MODULE, "v1.33.3"),
+        ]
+    }
+
+    #[test]
+    fn grpc_offsets_come_by_the_linked_grpc_version_and_nothing_else() {
+        let table = shipped();
+        let grpc_fields = || {
+            FIELDS
+                .iter()
+                .filter(|f| f.library == Some(fields::GRPC_MODULE))
+        };
+        let mut offsets = fields::empty_offsets();
+        table
+            .fill_library(fields::GRPC_MODULE, &debian_grpc_modules(), &mut offsets)
+            .expect("grpc-go v1.33.3 is in the table");
+        for field in grpc_fields() {
+            assert_ne!(
+                fields::get(&offsets, field.key),
+                Some(OFFSET_NONE),
+                "{}",
+                field.key
+            );
+        }
+        assert_eq!(
+            offsets.request_method, OFFSET_NONE,
+            "only the library's fields"
+        );
+
+        let untouched = fields::empty_offsets();
+        let refuse = |modules: &[GoModule]| {
+            let mut offsets = untouched;
+            let why = table
+                .fill_library(fields::GRPC_MODULE, modules, &mut offsets)
+                .expect_err("not covered");
+            assert_eq!(offsets, untouched, "{why}");
+            why
+        };
+        let with = |path: &str, version: &str| {
+            let mut modules = debian_grpc_modules();
+            for module in modules.iter_mut().filter(|m| m.path == path) {
+                module.version = version.to_owned();
+            }
+            modules
+        };
+        let why = refuse(&with(fields::GRPC_MODULE, "v1.34.0"));
+        assert!(why.contains("v1.34.0") && why.contains("v1.33.3"), "{why}");
+        let why = refuse(&with("golang.org/x/net", "v0.8.0"));
+        assert!(
+            why.contains("golang.org/x/net") && why.contains("v0.8.0"),
+            "{why}"
+        );
+        let why = refuse(&[]);
+        assert!(why.contains("module list"), "{why}");
+    }
+
+    #[test]
+    fn library_entries_refuse_go_releases_that_disagree() {
+        let mut offsets = fields::empty_offsets();
+        offsets.grpc_stream_id = 8;
+        offsets.rpc_status_code = 0;
+        let modules = debian_grpc_modules();
+        let mut table = OffsetsTable::default();
+        for go in [GoVersion::new(1, 19, 8), GoVersion::new(1, 25, 5)] {
+            table
+                .record_library(fields::GRPC_MODULE, go, &modules, &offsets)
+                .expect("same offsets");
+        }
+        let entry = table
+            .libraries
+            .get(fields::GRPC_MODULE)
+            .and_then(|entries| entries.get("v1.33.3"))
+            .expect("the entry");
+        assert_eq!(entry.checked_go, ["1.19.8", "1.25.5"]);
+        assert_eq!(
+            entry.modules.get("golang.org/x/net").map(String::as_str),
+            Some("v0.7.0")
+        );
+        assert_eq!(
+            OffsetsTable::parse(&table.to_json()).expect("round trip"),
+            table
+        );
+        offsets.grpc_stream_id = 16;
+        let conflict = table.record_library(
+            fields::GRPC_MODULE,
+            GoVersion::new(1, 22, 1),
+            &modules,
+            &offsets,
+        );
+        assert!(conflict.is_err());
+        assert!(
+            table
+                .record_library(fields::GRPC_MODULE, GoVersion::new(1, 22, 1), &[], &offsets)
+                .is_err()
+        );
     }
 
     #[test]

@@ -54,6 +54,13 @@ fn without_dwarf_the_table_answers_by_minor_version() {
         Some(resolved.offsets),
         offsets_table::shipped().lookup(GoVersion::new(1, 22, 3))
     );
+    // No module list (as in a GOPATH build): no grpc-go version to key its offsets by.
+    assert!(
+        matches!(resolved.table_gaps.as_slice(),
+            [(fields::GRPC_MODULE, why)] if why.contains("module list")),
+        "{:?}",
+        resolved.table_gaps
+    );
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub const CONNECTION_FUNCTION: &str = "net/http.(*persistConn).roundTrip";
 /// `database/sql`: every query and exec of `DB`, `Conn` and `Tx`, with the statement text.
 pub const SQL_QUERY_FUNCTION: &str = "database/sql.(*DB).queryDC";
 pub const SQL_EXEC_FUNCTION: &str = "database/sql.(*DB).execDC";
+/// `database/sql`: every use of a prepared statement, whichever `DB`, `Conn` or `Tx` made it.
+pub const SQL_STMT_QUERY_FUNCTION: &str = "database/sql.(*Stmt).QueryContext";
+pub const SQL_STMT_EXEC_FUNCTION: &str = "database/sql.(*Stmt).ExecContext";
 /// gRPC server: runs one stream's handler.
 pub const GRPC_SERVER_FUNCTION: &str = "google.golang.org/grpc.(*Server).handleStream";
 /// gRPC server: writes a stream's status (on the handler's goroutine).

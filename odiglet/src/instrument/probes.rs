@@ -36,6 +36,8 @@ const SQL_QUERY_ENTRY: &str = "odiglet_go_sql_query_entry";
 const SQL_QUERY_RETURN: &str = "odiglet_go_sql_query_return";
 const SQL_EXEC_ENTRY: &str = "odiglet_go_sql_exec_entry";
 const SQL_EXEC_RETURN: &str = "odiglet_go_sql_exec_return";
+const SQL_STMT_QUERY_ENTRY: &str = "odiglet_go_sql_stmt_query_entry";
+const SQL_STMT_EXEC_ENTRY: &str = "odiglet_go_sql_stmt_exec_entry";
 const GRPC_SERVER_ENTRY: &str = "odiglet_go_grpc_server_entry";
 const GRPC_SERVER_RETURN: &str = "odiglet_go_grpc_server_return";
 const GRPC_STATUS_ENTRY: &str = "odiglet_go_grpc_status_entry";
@@ -43,7 +45,7 @@ const GRPC_HEADERS_ENTRY: &str = "odiglet_go_grpc_headers_entry";
 const GRPC_CLIENT_ENTRY: &str = "odiglet_go_grpc_client_entry";
 const GRPC_CLIENT_RETURN: &str = "odiglet_go_grpc_client_return";
 const GRPC_STREAM_ENTRY: &str = "odiglet_go_grpc_stream_entry";
-const UPROBES: [&str; 16] = [
+const UPROBES: [&str; 18] = [
     SERVER_ENTRY,
     SERVER_RETURN,
     CLIENT_ENTRY,
@@ -53,6 +55,8 @@ const UPROBES: [&str; 16] = [
     SQL_QUERY_RETURN,
     SQL_EXEC_ENTRY,
     SQL_EXEC_RETURN,
+    SQL_STMT_QUERY_ENTRY,
+    SQL_STMT_EXEC_ENTRY,
     GRPC_SERVER_ENTRY,
     GRPC_SERVER_RETURN,
     GRPC_STATUS_ENTRY,
@@ -127,6 +131,10 @@ pub struct ProcessTargets {
     /// `database/sql.(*DB).queryDC` and `execDC`.
     pub sql_query: Option<FunctionOffsets>,
     pub sql_exec: Option<FunctionOffsets>,
+    /// `database/sql.(*Stmt).QueryContext` and `ExecContext` (prepared statements; their
+    /// results are those of `queryDC` and `execDC`, so the same return probes serve).
+    pub sql_stmt_query: Option<FunctionOffsets>,
+    pub sql_stmt_exec: Option<FunctionOffsets>,
     /// gRPC server: `handleStream`, plus the entries of `WriteStatus` and `operateHeaders`.
     pub grpc_server: Option<FunctionOffsets>,
     pub grpc_status: Option<FunctionOffsets>,
@@ -260,6 +268,16 @@ impl GoProbes {
             (
                 &targets.sql_exec,
                 Some(SQL_EXEC_ENTRY),
+                Some(SQL_EXEC_RETURN),
+            ),
+            (
+                &targets.sql_stmt_query,
+                Some(SQL_STMT_QUERY_ENTRY),
+                Some(SQL_QUERY_RETURN),
+            ),
+            (
+                &targets.sql_stmt_exec,
+                Some(SQL_STMT_EXEC_ENTRY),
                 Some(SQL_EXEC_RETURN),
             ),
             (

@@ -16,6 +16,7 @@ use super::{
     CONNECTION_FUNCTION, FunctionOffsets, GRPC_CLIENT_FUNCTION, GRPC_HEADERS_FUNCTION,
     GRPC_SERVER_FUNCTION, GRPC_STATUS_FUNCTION, GRPC_STREAM_FUNCTION, HTTP_CLIENT_FUNCTION,
     HTTP_SERVER_FUNCTION, ProcessTargets, SQL_EXEC_FUNCTION, SQL_QUERY_FUNCTION,
+    SQL_STMT_EXEC_FUNCTION, SQL_STMT_QUERY_FUNCTION,
 };
 use crate::goelf::{self, GoElfError, GoModule, GoVersion, OffsetSource, ProbePoints};
 
@@ -100,6 +101,8 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
         CONNECTION_FUNCTION,
         SQL_QUERY_FUNCTION,
         SQL_EXEC_FUNCTION,
+        SQL_STMT_QUERY_FUNCTION,
+        SQL_STMT_EXEC_FUNCTION,
         GRPC_SERVER_FUNCTION,
         GRPC_STATUS_FUNCTION,
         GRPC_HEADERS_FUNCTION,
@@ -130,6 +133,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             &server,
             HTTP_SERVER_FUNCTION,
             &[o.request_method, o.response_status],
+            OFFSETS_UNKNOWN,
         ),
     );
     plan.consider(
@@ -139,6 +143,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             &client,
             HTTP_CLIENT_FUNCTION,
             &[o.request_method, o.url_path],
+            OFFSETS_UNKNOWN,
         ),
     );
     let http_propagation = if client.is_none() {
@@ -148,6 +153,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             &connection,
             CONNECTION_FUNCTION,
             &connection_fields(o, o.persist_conn_conn),
+            OFFSETS_UNKNOWN,
         )
     };
     plan.consider(
@@ -157,13 +163,37 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
     );
 
     let (query, exec) = (function(SQL_QUERY_FUNCTION), function(SQL_EXEC_FUNCTION));
-    // The linker drops whichever of the two the program never calls.
-    let sql_missing = (query.is_none() && exec.is_none()).then(|| {
-        format!("neither `{SQL_QUERY_FUNCTION}` nor `{SQL_EXEC_FUNCTION}` is in the binary")
-    });
+    let (stmt_query, stmt_exec) = (
+        function(SQL_STMT_QUERY_FUNCTION),
+        function(SQL_STMT_EXEC_FUNCTION),
+    );
+    // The linker drops whichever of these the program never calls.
+    let sql_missing = [&query, &exec, &stmt_query, &stmt_exec]
+        .iter()
+        .all(|f| f.is_none())
+        .then(|| {
+            format!(
+                "none of `{SQL_QUERY_FUNCTION}`, `{SQL_EXEC_FUNCTION}` and the `Stmt` \
+                 methods is in the binary"
+            )
+        });
     plan.consider(GO_LIBRARY_SQL, "database/sql", sql_missing);
+    let stmt_present = stmt_query.is_some() || stmt_exec.is_some();
+    let stmt_unknown = o.sql_stmt_query == OFFSET_NONE;
+    let (stmt_query, stmt_exec) = if stmt_unknown {
+        (None, None)
+    } else {
+        (stmt_query, stmt_exec)
+    };
 
     let grpc_gate = grpc_version_gate(&resolved.modules);
+    let grpc_unknown = resolved
+        .table_gaps
+        .iter()
+        .find(|(library, _)| *library == goelf::fields::GRPC_MODULE)
+        .map_or(OFFSETS_UNKNOWN.to_owned(), |(_, why)| {
+            format!("no DWARF, and {why}")
+        });
     let grpc_server = function(GRPC_SERVER_FUNCTION);
     let grpc_status = function(GRPC_STATUS_FUNCTION);
     let grpc_client = function(GRPC_CLIENT_FUNCTION);
@@ -177,8 +207,16 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                 &grpc_server,
                 GRPC_SERVER_FUNCTION,
                 &[o.grpc_stream_id, o.grpc_stream_method],
+                &grpc_unknown,
             )
-            .or_else(|| missing(&grpc_status, GRPC_STATUS_FUNCTION, &status_fields))
+            .or_else(|| {
+                missing(
+                    &grpc_status,
+                    GRPC_STATUS_FUNCTION,
+                    &status_fields,
+                    &grpc_unknown,
+                )
+            })
         }),
     );
     plan.consider(
@@ -193,6 +231,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                     o.grpc_error_proto,
                     o.rpc_status_code,
                 ],
+                &grpc_unknown,
             )
         }),
     );
@@ -204,6 +243,7 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
                 &grpc_stream,
                 GRPC_STREAM_FUNCTION,
                 &connection_fields(o, o.grpc_client_transport_conn),
+                &grpc_unknown,
             )
         })
     };
@@ -243,6 +283,11 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
     let grpc_headers =
         function(GRPC_HEADERS_FUNCTION).filter(|_| metadata_known && metadata_layout);
     let mut skipped = skipped;
+    if enabled & GO_LIBRARY_SQL != 0 && stmt_present && stmt_unknown {
+        skipped.push(format!(
+            "database/sql prepared statements: `Stmt.query` offset unknown ({OFFSETS_UNKNOWN})"
+        ));
+    }
     if enabled & GO_LIBRARY_GRPC_SERVER != 0 && grpc_headers.is_none() {
         skipped.push(
             "incoming gRPC metadata: not read for this grpc-go (offsets or argument layout \
@@ -263,6 +308,8 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             connection: with(GO_LIBRARY_HTTP_PROPAGATION, connection),
             sql_query: with(GO_LIBRARY_SQL, query),
             sql_exec: with(GO_LIBRARY_SQL, exec),
+            sql_stmt_query: with(GO_LIBRARY_SQL, stmt_query),
+            sql_stmt_exec: with(GO_LIBRARY_SQL, stmt_exec),
             grpc_server: with(GO_LIBRARY_GRPC_SERVER, grpc_server),
             grpc_status: with(GO_LIBRARY_GRPC_SERVER, grpc_status),
             grpc_headers: with(GO_LIBRARY_GRPC_SERVER, grpc_headers),
@@ -352,16 +399,22 @@ pub fn skipped_as_absent(reason: &str) -> bool {
     reason.ends_with(NOT_IN_BINARY)
 }
 
+/// Why offsets are unknown when nothing more precise is known.
+const OFFSETS_UNKNOWN: &str = "no DWARF, and the shipped table has none for it";
+
 /// Why a library cannot be instrumented, if it cannot: its function is not in the binary
-/// (inlined or not linked) or one of its required offsets is unknown.
-fn missing(function: &Option<FunctionOffsets>, name: &str, required: &[u32]) -> Option<String> {
+/// (inlined or not linked) or one of its required offsets is unknown (`unknown` says why).
+fn missing(
+    function: &Option<FunctionOffsets>,
+    name: &str,
+    required: &[u32],
+    unknown: &str,
+) -> Option<String> {
     if function.is_none() {
         return Some(format!("`{name}` {NOT_IN_BINARY}"));
     }
     if required.contains(&OFFSET_NONE) {
-        return Some(
-            "struct offsets unknown (no DWARF, and the shipped table has none for it)".to_owned(),
-        );
+        return Some(format!("struct offsets unknown ({unknown})"));
     }
     None
 }

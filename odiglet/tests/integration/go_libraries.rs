@@ -12,6 +12,7 @@ use std::{
 };
 
 use odiglet::{
+    goelf::{self, OffsetSource},
     instrument::{ALL_LIBRARIES, library_bits},
     pipeline::to_otlp_span,
     time::BootClock,
@@ -239,6 +240,72 @@ async fn check_sql_target(minor: &str, go: &Path) {
         "{what}: {duration}"
     );
 
+    // Prepared statements: the text comes from the `Stmt`; one span per use, none for the
+    // prepare itself (`next_spans` fails on extra spans).
+    let mark = traced.spans.len();
+    let prepared = "SELECT total FROM orders WHERE id = ? AND status = 'open'";
+    let update = "UPDATE orders SET total = 0 WHERE id = ?";
+    assert_eq!(
+        get(port, &format!("/prepared?q={}", encode(prepared)), &[]),
+        200
+    );
+    assert_eq!(
+        get(
+            port,
+            &format!("/prepared?op=exec&q={}", encode(update)),
+            &[]
+        ),
+        200
+    );
+    assert_eq!(get(port, "/prepared?q=SELECT%20fail", &[]), 500);
+    let spans = next_spans(&mut traced, &format!("{what}: prepared"), mark, 6).await;
+    let statements = dbs(&spans);
+    assert_eq!(statements.len(), 3, "{what}: one span per statement use");
+    let (select, exec, failed) = (statements[0], statements[1], statements[2]);
+    assert_eq!(text(&select.query, select.query_len), prepared, "{what}");
+    assert_eq!(
+        select.header.flags & (SPAN_FLAG_ERROR | SPAN_FLAG_DB_EXEC),
+        0
+    );
+    assert_eq!(
+        http_parent(&spans, &select.header).as_deref(),
+        Some("/prepared"),
+        "{what}: the statement is a child of its request"
+    );
+    let record = GoSpanRecord::Db(select);
+    assert_eq!(
+        otlp_attribute(&record, "db.query.text").as_deref(),
+        Some("SELECT total FROM orders WHERE id = ? AND status = ?"),
+        "{what}"
+    );
+    assert_eq!(
+        otlp_attribute(&record, "db.operation.name").as_deref(),
+        Some("SELECT")
+    );
+    assert_eq!(
+        otlp_attribute(&record, "db.system.name").as_deref(),
+        Some("other_sql")
+    );
+    assert_eq!(
+        exec.header.flags & SPAN_FLAG_DB_EXEC,
+        SPAN_FLAG_DB_EXEC,
+        "{what}"
+    );
+    assert_eq!(exec.header.flags & SPAN_FLAG_ERROR, 0, "{what}");
+    assert_eq!(
+        otlp_attribute(&GoSpanRecord::Db(exec), "db.operation.name").as_deref(),
+        Some("UPDATE")
+    );
+    assert_eq!(
+        otlp_attribute(&GoSpanRecord::Db(exec), "db.query.text").as_deref(),
+        Some("UPDATE orders SET total = ? WHERE id = ?")
+    );
+    assert_eq!(
+        failed.header.flags & SPAN_FLAG_ERROR,
+        SPAN_FLAG_ERROR,
+        "{what}"
+    );
+
     let pid = service.pid();
     traced.probes.detach(pid);
     assert_eq!(traced.probes.in_flight(pid), 0, "{what}");
@@ -284,13 +351,33 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     else {
         return;
     };
-    let Some(binary) = build::go_gopath_program(test, "grpcsql", &go, GRPC_SERVICE, GRPC_PACKAGES)
+    // GOPATH mode: DWARF, no module list. Vendored and stripped: the module list names
+    // grpc-go v1.33.3 and the offsets come from the shipped table's entry for it.
+    let Some(gopath) = build::go_gopath_program(test, "grpcsql", &go, GRPC_SERVICE, GRPC_PACKAGES)
     else {
+        return;
+    };
+    let Some(stripped) = build::go_vendored_program(
+        test,
+        "grpcsql-stripped",
+        &go,
+        GRPC_SERVICE,
+        GRPC_PACKAGES,
+        &["-ldflags=-s -w"],
+    ) else {
         return;
     };
     let Some(mut postgres) = Postgres::start(test) else {
         return;
     };
+    check_grpc_target("GOPATH build, DWARF", &gopath, false, &postgres).await;
+    check_grpc_target("stripped, table", &stripped, true, &postgres).await;
+    postgres.assert_running();
+}
+
+/// The gRPC checks on one build of [`GRPC_SERVICE`]: with DWARF and no module list, or
+/// `stripped` (no DWARF: the gRPC offsets can only come from the table's grpc-go entry).
+async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: &Postgres) {
     // Sockets join propagation when an instrumented process connects them: the service dials
     // its gRPC connection at the first call, after the attach.
     let mut traced = Traced::load(1 << 22);
@@ -298,12 +385,27 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut service = ChildGuard::spawn(
         "grpc service",
-        Command::new(&binary)
+        Command::new(binary)
             .args([grpc_port.to_string(), http_port.to_string(), postgres.dsn()])
             .stdout(Stdio::null()),
     );
     wait_listening(&mut service, http_port);
     wait_listening(&mut service, grpc_port);
+    let offsets = goelf::go_offsets(binary).expect("offsets");
+    let grpc_module = offsets
+        .modules
+        .iter()
+        .find(|m| m.path == goelf::fields::GRPC_MODULE);
+    if stripped {
+        assert_eq!(grpc_module.map(|m| m.version.as_str()), Some("v1.33.3"));
+        assert_eq!(offsets.source, OffsetSource::Table, "{what}");
+        assert!(offsets.table_gaps.is_empty(), "{:?}", offsets.table_gaps);
+    } else {
+        assert!(
+            grpc_module.is_none(),
+            "{what}: GOPATH builds have no module list"
+        );
+    }
     traced.attach(
         service.pid(),
         &["net/http client", "net/http traceparent propagation"],
@@ -419,6 +521,21 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
         otlp_attribute(&record, "db.collection.name").as_deref(),
         Some("pg_class")
     );
+    // A prepared statement through lib/pq: its text from the `Stmt`, under its request.
+    let mark = traced.spans.len();
+    assert_eq!(get(http_port, "/prepared", &[]), 200);
+    let spans = next_spans(&mut traced, "prepared statement", mark, 2).await;
+    let prepared = dbs(&spans)[0];
+    assert_eq!(prepared.db_system, DB_SYSTEM_POSTGRESQL);
+    assert_eq!(prepared.header.flags & SPAN_FLAG_ERROR, 0, "{what}");
+    assert_eq!(
+        http_parent(&spans, &prepared.header).as_deref(),
+        Some("/prepared")
+    );
+    assert_eq!(
+        otlp_attribute(&GoSpanRecord::Db(prepared), "db.query.text").as_deref(),
+        Some("SELECT count(*) FROM pg_class WHERE relpages > $1 AND relname <> ?")
+    );
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/sql?q=SELECT%201%2F0", &[]), 500);
     let spans = next_spans(&mut traced, "failing query", mark, 2).await;
@@ -432,7 +549,7 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     traced
         .probes
         .set_libraries(pid, library_bits(&["database/sql".to_owned()]))
-        .unwrap();
+        .expect("library switch");
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/rpc?service=db", &[]), 200);
     let spans = next_spans(&mut traced, "db off", mark, 3).await;
@@ -445,7 +562,7 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     traced
         .probes
         .set_libraries(pid, library_bits(&["google.golang.org/grpc".to_owned()]))
-        .unwrap();
+        .expect("library switch");
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/rpc?service=db", &[]), 200);
     let spans = next_spans(&mut traced, "grpc off", mark, 2).await;
@@ -453,7 +570,10 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
     assert!(grpc_servers(&spans).is_empty() && grpc_clients(&spans).is_empty());
     assert_eq!(http_servers(&spans).len(), 1);
     // Everything back.
-    traced.probes.set_libraries(pid, ALL_LIBRARIES).unwrap();
+    traced
+        .probes
+        .set_libraries(pid, ALL_LIBRARIES)
+        .expect("library switch");
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/rpc?service=ok", &[]), 200);
     next_spans(&mut traced, "all on", mark, 3).await;
@@ -465,9 +585,8 @@ async fn grpc_client_server_and_postgres_spans_with_context_and_library_switches
         "{counters:?}"
     );
     traced.probes.detach(pid);
-    assert_eq!(traced.probes.in_flight(pid), 0);
+    assert_eq!(traced.probes.in_flight(pid), 0, "{what}");
     service.assert_running();
-    postgres.assert_running();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

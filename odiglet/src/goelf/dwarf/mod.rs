@@ -112,6 +112,8 @@ pub fn struct_members(
             since: (1, 17),
             until: None,
             module: None,
+            library: None,
+            optional: false,
         })
         .collect();
     let refs: Vec<&fields::Field> = fields.iter().collect();
@@ -210,7 +212,7 @@ pub fn extract_partial<'a>(
             Some(offset) => *offset,
             // A module the binary does not link (or a version without the field): its
             // library is skipped, the others keep their offsets.
-            None if field.module.is_some() => continue,
+            None if field.module.is_some() || field.optional => continue,
             None => {
                 missing.push(field);
                 continue;

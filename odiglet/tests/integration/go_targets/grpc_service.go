@@ -89,6 +89,30 @@ func main() {
 		}
 		rows.Close()
 	})
+	// A prepared statement through lib/pq (Parse/Bind/Execute), its argument bound.
+	http.HandleFunc("/prepared", func(w http.ResponseWriter, r *http.Request) {
+		stmt, err := db.PrepareContext(r.Context(), "SELECT count(*) FROM pg_class WHERE relpages > $1 AND relname <> 'x'")
+		if err != nil {
+			w.WriteHeader(500)
+			return
+		}
+		defer stmt.Close()
+		var n int
+		if err := stmt.QueryRowContext(r.Context(), 42).Scan(&n); err != nil {
+			w.WriteHeader(500)
+		}
+	})
+	http.HandleFunc("/load-sql", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		q := "SELECT count(*) FROM pg_class WHERE relname = $1 AND relpages > 42"
+		for i := 0; i < n; i++ {
+			var c int
+			if err := db.QueryRowContext(context.Background(), q, "x").Scan(&c); err != nil {
+				w.WriteHeader(500)
+				return
+			}
+		}
+	})
 	http.HandleFunc("/load", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		for i := 0; i < n; i++ {

@@ -150,8 +150,20 @@ pub fn go_std_program(name: &str, variant: &str, go: &Path, main: &str, flags: &
     })
 }
 
-/// Where Debian installs Go library sources (`golang-*-dev`), a GOPATH for Go 1.19.
-pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+#[path = "../../../../xtask/src/debian_go.rs"]
+mod debian_go;
+
+pub use debian_go::DEBIAN_GOPATH;
+
+/// Loud skip (`None`) unless every one of `packages` (directories under the Debian GOPATH's
+/// `src`) is installed.
+fn debian_packages(test: &str, packages: &[&str]) -> Option<()> {
+    for package in packages {
+        let source = format!("{DEBIAN_GOPATH}/src/{package}");
+        super::runtimes::find(&format!("{test}: {package}"), &[&source])?;
+    }
+    Some(())
+}
 
 /// A program built in GOPATH mode against Debian's Go library sources (grpc-go, lib/pq...):
 /// the only way to build third-party Go code offline here. `None` after a loud skip when
@@ -163,10 +175,7 @@ pub fn go_gopath_program(
     main: &str,
     packages: &[&str],
 ) -> Option<PathBuf> {
-    for package in packages {
-        let source = format!("{DEBIAN_GOPATH}/src/{package}");
-        super::runtimes::find(&format!("{test}: {package}"), &[&source])?;
-    }
+    debian_packages(test, packages)?;
     Some(cached(name, &(go, main, packages), |dir, out| {
         fs::write(dir.join("main.go"), main).expect("cannot write the build directory");
         let mut cmd = Command::new(go);
@@ -180,6 +189,28 @@ pub fn go_gopath_program(
             .env("GOPROXY", "off")
             .env("CGO_ENABLED", "0");
         run("go build (GOPATH mode)", &mut cmd);
+    }))
+}
+
+/// Like [`go_gopath_program`], in module mode with the Debian sources vendored, so the
+/// binary's module list names each library's version (`google.golang.org/grpc v1.33.3`);
+/// `flags` as for [`go_std_program`].
+pub fn go_vendored_program(
+    test: &str,
+    name: &str,
+    go: &Path,
+    main: &str,
+    packages: &[&str],
+    flags: &[&str],
+) -> Option<PathBuf> {
+    debian_packages(test, packages)?;
+    let name = format!("{name}-vendored");
+    Some(cached(&name, &(go, main, packages, flags), |dir, out| {
+        debian_go::prepare(dir, "vendored", main).unwrap_or_else(|e| panic!("{name}: {e}"));
+        run(
+            "go build (vendored Debian modules)",
+            &mut debian_go::build_command(go, dir, out, flags),
+        );
     }))
 }
 
