@@ -362,11 +362,17 @@ fn run_follows_the_effective_config_log_levels() {
     assert_eq!(next_json_line(&lines, "ready")["ready"], true);
 
     let read_log = || std::fs::read_to_string(&log).expect("log");
-    // The log from `mark` on; `mark` is the length when the step began.
-    let since = |mark: usize| read_log().get(mark..).unwrap_or_default().to_owned();
-    let wait_for = |mark: usize, needle: &str| {
+    // What `action` made odiglet log.
+    let logged_by = |action: &dyn Fn()| {
+        let mark = read_log().len();
+        action();
+        move || read_log().get(mark..).unwrap_or_default().to_owned()
+    };
+    // Runs `action`, then waits until the log shows `needle`.
+    let expect_line = |action: &dyn Fn(), needle: &str| {
+        let since = logged_by(action);
         let deadline = Instant::now() + WAIT;
-        while !since(mark).contains(needle) {
+        while !since().contains(needle) {
             assert!(
                 Instant::now() < deadline,
                 "no {needle:?} in the log:\n{}",
@@ -385,49 +391,56 @@ fn run_follows_the_effective_config_log_levels() {
             },
         );
     };
-    let effective_config = |yaml: &str| {
-        api.apply(
-            "configmaps",
-            json!({"metadata": {"name": "effective-config", "namespace": "odigos-system"},
-                "data": {"config.yaml": yaml}}),
-        );
+    let effective_config = |yaml: &'static str| {
+        let api = api.clone();
+        move || {
+            api.apply(
+                "configmaps",
+                json!({"metadata": {"name": "effective-config", "namespace": "odigos-system"},
+                    "data": {"config.yaml": yaml}}),
+            );
+        }
     };
+    let registered = |uid: &'static [u8; 16], pid| {
+        move || {
+            post(Target::Tcp(opamp), &python_agent(uid, pid));
+        }
+    };
+    const DEBUG_LINE: &str = "unknown agent without description";
 
-    let mark = read_log().len();
-    unknown_agent();
-    assert!(!since(mark).contains("DEBUG"), "info is the start-up level");
+    let at_start = logged_by(&unknown_agent)();
+    assert!(!at_start.contains("DEBUG"), "info is the start-up level");
 
-    let mark = read_log().len();
-    effective_config("componentLogLevels:\n  default: debug\n  ui: error\n");
-    wait_for(mark, "log level changed from=info to=debug");
-    let mark = read_log().len();
-    unknown_agent();
-    wait_for(mark, "unknown agent without description");
+    expect_line(
+        &effective_config("componentLogLevels:\n  default: debug\n  ui: error\n"),
+        "log level changed from=info to=debug",
+    );
+    expect_line(&unknown_agent, DEBUG_LINE);
 
     // A bad edit keeps the level in force and says why.
-    let mark = read_log().len();
-    effective_config("componentLogLevels:\n  odiglet: loud\n");
-    wait_for(mark, "unknown log level `loud`");
-    let mark = read_log().len();
-    unknown_agent();
-    wait_for(mark, "unknown agent without description");
+    expect_line(
+        &effective_config("componentLogLevels:\n  odiglet: loud\n"),
+        "unknown log level `loud`",
+    );
+    expect_line(&unknown_agent, DEBUG_LINE);
 
-    let mark = read_log().len();
-    effective_config("componentLogLevels:\n  default: error\n");
-    wait_for(mark, "log level changed from=debug to=error");
-    let mark = read_log().len();
-    post(Target::Tcp(opamp), &python_agent(b"run-agent-000002", 12));
-    unknown_agent();
-    let quiet = since(mark);
+    expect_line(
+        &effective_config("componentLogLevels:\n  default: error\n"),
+        "log level changed from=debug to=error",
+    );
+    let quiet = logged_by(&|| {
+        registered(b"run-agent-000002", 12)();
+        unknown_agent();
+    })();
     assert!(
         !quiet.contains("agent registered") && !quiet.contains("DEBUG"),
         "at error level, info and debug lines stop:\n{quiet}"
     );
 
-    let mark = read_log().len();
-    api.remove("configmaps", "odigos-system", "effective-config");
-    wait_for(mark, "log level changed from=error to=info");
-    let mark = read_log().len();
-    post(Target::Tcp(opamp), &python_agent(b"run-agent-000003", 13));
-    assert!(since(mark).contains("agent registered"), "{}", read_log());
+    expect_line(
+        &|| api.remove("configmaps", "odigos-system", "effective-config"),
+        "log level changed from=error to=info",
+    );
+    let back = logged_by(&registered(b"run-agent-000003", 13))();
+    assert!(back.contains("agent registered"), "{}", read_log());
 }
