@@ -123,16 +123,9 @@ fn floor_hits(ebpf: &Ebpf) -> u64 {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED (needs root/BPF): go_http benchmark");
+    let Some((root, go)) = common::privileged_go("go_http") else {
         return;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let go = root.join("target/tools/go-1.25.5/bin/go");
-    if !go.exists() {
-        println!("SKIPPED: {} missing: run `cargo xtask setup`", go.display());
-        return;
-    }
+    };
     let floor = floor_object(&root);
     if !floor.exists() {
         println!(

@@ -16,7 +16,6 @@ mod daemon;
 use std::{
     fs,
     net::TcpStream,
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -60,16 +59,9 @@ fn loaded(handle: &ManagerHandle) -> usize {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED (needs root/BPF): manager benchmark");
+    let Some((root, go)) = common::privileged_go("manager") else {
         return;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let go = root.join("target/tools/go-1.25.5/bin/go");
-    if !go.exists() {
-        println!("SKIPPED: {} missing: run `cargo xtask setup`", go.display());
-        return;
-    }
+    };
     let binary = common::build_go_server(&go, &root.join("target/bench-manager"));
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let mount = cgroup2_mount_from_mountinfo(&mountinfo).expect("a cgroup v2 hierarchy");

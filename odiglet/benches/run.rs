@@ -266,16 +266,9 @@ fn row(name: &str, m: Memory, baseline: Memory) {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED (needs root/BPF): run benchmark");
+    let Some((root, go)) = common::privileged_go("run") else {
         return;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let go = root.join("target/tools/go-1.25.5/bin/go");
-    if !go.exists() {
-        println!("SKIPPED: {} missing: run `cargo xtask setup`", go.display());
-        return;
-    }
+    };
     let binary = common::build_go_server(&go, &root.join("target/bench-run"));
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let mount = cgroup2_mount_from_mountinfo(&mountinfo).expect("a cgroup v2 hierarchy");

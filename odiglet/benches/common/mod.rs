@@ -12,6 +12,22 @@ const SERVER: &str = "package main\n\nimport (\n\t\"io\"\n\t\"net/http\"\n\t\"os
     os.Exit(0) }()\n\t}\n\thttp.HandleFunc(\"/hello\", func(w http.ResponseWriter, r *http.Request) \
     { io.WriteString(w, \"hello\") })\n\thttp.ListenAndServe(\"127.0.0.1:\"+os.Args[1], nil)\n}\n";
 
+/// The workspace root and the Go 1.25.5 the benchmarks build their targets with; `None`, after
+/// saying why, when benchmark `name` cannot run here (not root, or Go not set up).
+pub fn privileged_go(name: &str) -> Option<(PathBuf, PathBuf)> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED (needs root/BPF): {name} benchmark");
+        return None;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let go = root.join("target/tools/go-1.25.5/bin/go");
+    if !go.exists() {
+        println!("SKIPPED: {} missing: run `cargo xtask setup`", go.display());
+        return None;
+    }
+    Some((root, go))
+}
+
 /// Builds the hello server with `go` in `dir`.
 pub fn build_go_server(go: &Path, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("bench dir");
