@@ -669,7 +669,7 @@ impl Manager {
                 transient,
             } => {
                 warn!(pid, ?key, %error, "cannot instrument process");
-                let failed_attempts = self.failed_attempts(pid, &target);
+                let failed_attempts = self.record_failed_attempt(pid, &target);
                 let (error, retry_at) = self.plan_retry(pid, error, failed_attempts, transient);
                 self.tracked.insert(
                     pid,
@@ -726,7 +726,7 @@ impl Manager {
             Err(error) => {
                 let error = format!("{:#}", anyhow::Error::new(error));
                 warn!(pid, key = ?target.key, %error, "cannot attach the Go probes");
-                failed_attempts = self.failed_attempts(pid, target);
+                failed_attempts = self.record_failed_attempt(pid, target);
                 let (error, at) = self.plan_retry(pid, error, failed_attempts, true);
                 retry_at = at;
                 (InstanceReason::FailedToLoad, Some(error))
@@ -752,7 +752,7 @@ impl Manager {
 
     /// Failed attempts for `pid` including the one that just failed; a process's failure is
     /// counted in the metrics once, not once per attempt.
-    fn failed_attempts(&self, pid: u32, target: &ContainerTarget) -> u32 {
+    fn record_failed_attempt(&self, pid: u32, target: &ContainerTarget) -> u32 {
         let before = self.tracked.get(&pid).map_or(0, |t| t.failed_attempts);
         if before == 0 {
             count_failure(&self.shared, &target.distro);

@@ -21,8 +21,8 @@ use super::*;
 use crate::{
     export::{build_request, model_request},
     pipeline::{
-        K8sAttributes, RecordConverter, ResourceAttributes, ResourceRegistry, Workload,
-        WorkloadKind, record_bytes,
+        RecordConverter, ResourceAttributes, ResourceRegistry, record_bytes,
+        resource::tests::full as full_resource,
         span::{
             record_header, record_pid, record_scope,
             tests::{client, db, fill, grpc_server, header, server},
@@ -289,26 +289,7 @@ fn random_records_decode_to_the_model_span() {
 
 fn registry() -> ResourceRegistry {
     let resources = ResourceRegistry::new();
-    resources.register(
-        4242,
-        ResourceAttributes {
-            service_name: Some("checkout".into()),
-            executable_path: Some("/app/checkout".into()),
-            command: Some("/app/checkout".into()),
-            vpid: Some(1),
-            k8s: Some(K8sAttributes {
-                namespace: Some("shop".into()),
-                pod_name: Some("checkout-7d9f".into()),
-                container_name: Some("app".into()),
-                node_name: Some("node-1".into()),
-                workload: Some(Workload {
-                    kind: WorkloadKind::Deployment,
-                    name: "checkout".into(),
-                }),
-            }),
-            extra: vec![("deployment.environment".into(), "prod".into())],
-        },
-    );
+    resources.register(4242, full_resource());
     resources.register(
         7,
         ResourceAttributes {

@@ -306,7 +306,7 @@ fn sweep(entries: &mut HashMap<u32, Entry>, now: Instant) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     use super::*;
@@ -326,7 +326,8 @@ mod tests {
         }
     }
 
-    fn full() -> ResourceAttributes {
+    /// A pod's process with every attribute set (other modules' tests use it too).
+    pub(crate) fn full() -> ResourceAttributes {
         ResourceAttributes {
             service_name: Some("checkout".into()),
             executable_path: Some("/app/server".into()),

@@ -12,14 +12,14 @@ use std::{
 use odiglet::instrument::{AttachError, GoProbes};
 use odiglet_common::{
     GoSpanRecord,
-    go::{SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE},
+    go::{HttpClientSpan, HttpServerSpan, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE},
 };
 
 use crate::support::{
     build,
     go::{
-        LogLines, Odiglet, Traced, enable_propagation, exit_status, free_port, get, hex, text,
-        trace_command,
+        LogLines, Odiglet, Traced, enable_propagation, exit_status, free_port, get, hex, spans_of,
+        text, trace_command,
     },
     guards::ChildGuard,
     privileges::privileged,
@@ -108,23 +108,10 @@ fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
     (child, port)
 }
 
-fn servers(spans: &[GoSpanRecord], path: &str) -> Vec<odiglet_common::go::HttpServerSpan> {
-    spans
-        .iter()
-        .filter_map(|s| match s {
-            GoSpanRecord::HttpServer(s) if text(&s.path, s.path_len) == path => Some(*s),
-            _ => None,
-        })
-        .collect()
-}
-
-fn clients(spans: &[GoSpanRecord]) -> Vec<odiglet_common::go::HttpClientSpan> {
-    spans
-        .iter()
-        .filter_map(|s| match s {
-            GoSpanRecord::HttpClient(s) => Some(*s),
-            _ => None,
-        })
+fn servers(spans: &[GoSpanRecord], path: &str) -> Vec<HttpServerSpan> {
+    spans_of::<HttpServerSpan>(spans)
+        .into_iter()
+        .filter(|s| text(&s.path, s.path_len) == path)
         .collect()
 }
 
@@ -277,7 +264,7 @@ async fn check_target(minor: &str, go: &Path, stripped: bool) {
         SPAN_FLAG_PARENT_REMOTE,
         "{what}"
     );
-    let client = clients(&traced.spans)[0];
+    let client = spans_of::<HttpClientSpan>(&traced.spans)[0];
     assert_eq!(
         client.header.parent.span_id, call.header.context.span_id,
         "{what}: client parent"
@@ -371,7 +358,7 @@ async fn two_instances_both_inject_into_their_own_processes() {
                 servers(s, "/hello").len() + servers(s, "/call").len()
             })
             .await;
-        let client = clients(&traced.spans)[0];
+        let client = spans_of::<HttpClientSpan>(&traced.spans)[0];
         let downstream = servers(&traced.spans, "/hello")[0];
         assert_eq!(
             downstream.header.parent.span_id,
@@ -409,7 +396,7 @@ async fn ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up() {
         .wait_for("all /hello spans", REQUESTS, |s| servers(s, "/hello").len())
         .await;
     assert_eq!(servers(&traced.spans, "/hello").len(), REQUESTS);
-    assert_eq!(clients(&traced.spans).len(), REQUESTS);
+    assert_eq!(spans_of::<HttpClientSpan>(&traced.spans).len(), REQUESTS);
     let counters = traced.probes.counters();
     assert_eq!(counters.ringbuf_full, 0, "{counters:?}");
 

@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use crate::support::{
     build,
-    go::{Traced, enable_propagation, free_port, get, hex, text},
+    go::{Traced, enable_propagation, free_port, get, hex, spans_of, text},
     guards::ChildGuard,
     postgres::Postgres,
     privileges::privileged,
@@ -60,49 +60,9 @@ fn wait_listening(child: &mut ChildGuard, port: u16) {
     });
 }
 
-fn dbs(spans: &[GoSpanRecord]) -> Vec<DbSpan> {
-    spans
-        .iter()
-        .filter_map(|s| match s {
-            GoSpanRecord::Db(s) => Some(*s),
-            _ => None,
-        })
-        .collect()
-}
-
-fn http_servers(spans: &[GoSpanRecord]) -> Vec<HttpServerSpan> {
-    spans
-        .iter()
-        .filter_map(|s| match s {
-            GoSpanRecord::HttpServer(s) => Some(*s),
-            _ => None,
-        })
-        .collect()
-}
-
-fn grpc_servers(spans: &[GoSpanRecord]) -> Vec<GrpcServerSpan> {
-    spans
-        .iter()
-        .filter_map(|s| match s {
-            GoSpanRecord::GrpcServer(s) => Some(*s),
-            _ => None,
-        })
-        .collect()
-}
-
-fn grpc_clients(spans: &[GoSpanRecord]) -> Vec<GrpcClientSpan> {
-    spans
-        .iter()
-        .filter_map(|s| match s {
-            GoSpanRecord::GrpcClient(s) => Some(*s),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The HTTP server span whose path is `path` (exactly one).
 fn http_server(spans: &[GoSpanRecord], path: &str) -> HttpServerSpan {
-    let found: Vec<_> = http_servers(spans)
+    let found: Vec<_> = spans_of::<HttpServerSpan>(spans)
         .into_iter()
         .filter(|s| text(&s.path, s.path_len) == path)
         .collect();
@@ -112,7 +72,7 @@ fn http_server(spans: &[GoSpanRecord], path: &str) -> HttpServerSpan {
 
 /// The path of the HTTP server span `child` is a child of.
 fn http_parent(spans: &[GoSpanRecord], child: &SpanHeader) -> Option<String> {
-    http_servers(spans)
+    spans_of::<HttpServerSpan>(spans)
         .into_iter()
         .find(|parent| is_child_of(child, &parent.header))
         .map(|parent| text(&parent.path, parent.path_len).to_owned())
@@ -182,12 +142,16 @@ async fn check_sql_target(minor: &str, go: &Path) {
     assert_eq!(get(port, "/query?q=SELECT%20fail", &[]), 500);
     assert_eq!(get(port, "/exec?q=DELETE%20fail", &[]), 500);
     traced
-        .wait_for(&format!("{what}: db spans"), 4, |s| dbs(s).len())
+        .wait_for(&format!("{what}: db spans"), 4, |s| {
+            spans_of::<DbSpan>(s).len()
+        })
         .await;
     traced
-        .wait_for(&format!("{what}: http spans"), 4, |s| http_servers(s).len())
+        .wait_for(&format!("{what}: http spans"), 4, |s| {
+            spans_of::<HttpServerSpan>(s).len()
+        })
         .await;
-    let spans = dbs(&traced.spans);
+    let spans = spans_of::<DbSpan>(&traced.spans);
     assert_eq!(spans.len(), 4, "{what}: one span per call");
     let query = spans[0];
     assert_eq!(text(&query.query, query.query_len), select, "{what}");
@@ -251,7 +215,7 @@ async fn check_sql_target(minor: &str, go: &Path) {
     );
     assert_eq!(get(port, "/prepared?q=SELECT%20fail", &[]), 500);
     let spans = next_spans(&mut traced, &format!("{what}: prepared"), mark, 6).await;
-    let statements = dbs(&spans);
+    let statements = spans_of::<DbSpan>(&spans);
     assert_eq!(statements.len(), 3, "{what}: one span per statement use");
     let (select, exec, failed) = (statements[0], statements[1], statements[2]);
     assert_eq!(text(&select.query, select.query_len), prepared, "{what}");
@@ -401,8 +365,8 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
     assert_eq!(get(http_port, "/rpc?service=ok", &[]), 200);
     let spans = next_spans(&mut traced, "ok call", mark, 3).await;
     let front = http_server(&spans, "/rpc");
-    let client = grpc_clients(&spans)[0];
-    let server = grpc_servers(&spans)[0];
+    let client = spans_of::<GrpcClientSpan>(&spans)[0];
+    let server = spans_of::<GrpcServerSpan>(&spans)[0];
     assert_eq!(text(&client.method, client.method_len), HEALTH_CHECK);
     assert_eq!(
         text(&client.target, client.target_len),
@@ -449,7 +413,10 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
             200 + code as u16
         );
         let spans = next_spans(&mut traced, service_name, mark, 3).await;
-        let (client, server) = (grpc_clients(&spans)[0], grpc_servers(&spans)[0]);
+        let (client, server) = (
+            spans_of::<GrpcClientSpan>(&spans)[0],
+            spans_of::<GrpcServerSpan>(&spans)[0],
+        );
         assert_eq!(client.status_code, code, "{service_name}: client");
         assert_eq!(client.header.flags & SPAN_FLAG_ERROR, SPAN_FLAG_ERROR);
         assert_eq!(server.status_code, code, "{service_name}: server");
@@ -465,8 +432,8 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
         200
     );
     let spans = next_spans(&mut traced, "nested call", mark, 5).await;
-    let servers = grpc_servers(&spans);
-    let clients = grpc_clients(&spans);
+    let servers = spans_of::<GrpcServerSpan>(&spans);
+    let clients = spans_of::<GrpcClientSpan>(&spans);
     assert_eq!((servers.len(), clients.len()), (2, 2));
     let front = http_server(&spans, "/rpc");
     let (outer_client, inner_client) = match clients.as_slice() {
@@ -489,9 +456,12 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/rpc?service=db", &[]), 200);
     let spans = next_spans(&mut traced, "db call", mark, 4).await;
-    let db = dbs(&spans)[0];
+    let db = spans_of::<DbSpan>(&spans)[0];
     assert_eq!(db.db_system, DB_SYSTEM_POSTGRESQL);
-    assert!(is_child_of(&db.header, &grpc_servers(&spans)[0].header));
+    assert!(is_child_of(
+        &db.header,
+        &spans_of::<GrpcServerSpan>(&spans)[0].header
+    ));
     let record = GoSpanRecord::Db(db);
     assert_eq!(
         otlp_attribute(&record, "db.query.text").as_deref(),
@@ -509,7 +479,7 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/prepared", &[]), 200);
     let spans = next_spans(&mut traced, "prepared statement", mark, 2).await;
-    let prepared = dbs(&spans)[0];
+    let prepared = spans_of::<DbSpan>(&spans)[0];
     assert_eq!(prepared.db_system, DB_SYSTEM_POSTGRESQL);
     assert_eq!(prepared.header.flags & SPAN_FLAG_ERROR, 0, "{what}");
     assert_eq!(
@@ -524,7 +494,7 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
     assert_eq!(get(http_port, "/sql?q=SELECT%201%2F0", &[]), 500);
     let spans = next_spans(&mut traced, "failing query", mark, 2).await;
     assert_eq!(
-        dbs(&spans)[0].header.flags & SPAN_FLAG_ERROR,
+        spans_of::<DbSpan>(&spans)[0].header.flags & SPAN_FLAG_ERROR,
         SPAN_FLAG_ERROR,
         "division by zero is an error"
     );
@@ -537,9 +507,12 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/rpc?service=db", &[]), 200);
     let spans = next_spans(&mut traced, "db off", mark, 3).await;
-    assert!(dbs(&spans).is_empty(), "database/sql is off");
+    assert!(spans_of::<DbSpan>(&spans).is_empty(), "database/sql is off");
     assert_eq!(
-        (grpc_servers(&spans).len(), grpc_clients(&spans).len()),
+        (
+            spans_of::<GrpcServerSpan>(&spans).len(),
+            spans_of::<GrpcClientSpan>(&spans).len()
+        ),
         (1, 1)
     );
     // gRPC off, database/sql back on.
@@ -550,9 +523,12 @@ async fn check_grpc_target(what: &str, binary: &Path, stripped: bool, postgres: 
     let mark = traced.spans.len();
     assert_eq!(get(http_port, "/rpc?service=db", &[]), 200);
     let spans = next_spans(&mut traced, "grpc off", mark, 2).await;
-    assert_eq!(dbs(&spans).len(), 1, "database/sql is back");
-    assert!(grpc_servers(&spans).is_empty() && grpc_clients(&spans).is_empty());
-    assert_eq!(http_servers(&spans).len(), 1);
+    assert_eq!(spans_of::<DbSpan>(&spans).len(), 1, "database/sql is back");
+    assert!(
+        spans_of::<GrpcServerSpan>(&spans).is_empty()
+            && spans_of::<GrpcClientSpan>(&spans).is_empty()
+    );
+    assert_eq!(spans_of::<HttpServerSpan>(&spans).len(), 1);
     // Everything back.
     traced
         .probes

@@ -100,6 +100,14 @@ fn next_json_line(lines: &std_mpsc::Receiver<String>, what: &str) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what} line is not JSON ({e}): {line}"))
 }
 
+/// The address under `key` in an announcement line.
+fn address(line: &Value, key: &str) -> std::net::SocketAddr {
+    line[key]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} address in {line}"))
+}
+
 fn base_command(kubeconfig: &Path) -> Command {
     let mut cmd = Command::new(ODIGLET);
     cmd.arg("run")
@@ -210,13 +218,7 @@ fn run_against_the_stand_ins_reaches_ready_and_stops_cleanly() {
     // Started, but the API server is down: alive, not ready, and says why.
     let started = next_line("started");
     assert_eq!(started["ready"], false, "{started}");
-    let addr = |key: &str| -> std::net::SocketAddr {
-        started[key]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} address in {started}"))
-    };
-    let (opamp, health) = (addr("opamp"), addr("health"));
+    let (opamp, health) = (address(&started, "opamp"), address(&started, "health"));
     assert_eq!(get(health, "/healthz").status, 200);
     let not_ready = get(health, "/readyz");
     assert_eq!(not_ready.status, 503);
@@ -355,10 +357,7 @@ fn run_follows_the_effective_config_log_levels() {
         .args(["--no-ebpf", "--no-device-plugin", "--no-runtime-detection"]);
     let (_odiglet, lines) = spawn(cmd, &log);
     let started = next_json_line(&lines, "started");
-    let opamp: std::net::SocketAddr = started["opamp"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no opamp address in {started}"));
+    let opamp = address(&started, "opamp");
     assert_eq!(next_json_line(&lines, "ready")["ready"], true);
 
     let read_log = || std::fs::read_to_string(&log).expect("log");

@@ -16,10 +16,44 @@ use odiglet::{
     instrument::{ALL_LIBRARIES, GoProbes, resolve_targets},
     ring::{self, AsyncRingBuf},
 };
-use odiglet_common::{GoSpanRecord, decode_go_span};
+use odiglet_common::{
+    GoSpanRecord, decode_go_span,
+    go::{DbSpan, GrpcClientSpan, GrpcServerSpan, HttpClientSpan, HttpServerSpan},
+};
 use tokio::time::{Instant, timeout_at};
 
 pub const SPAN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// One kind of the Go probes' span records, picked out of a mixed list by [`spans_of`].
+pub trait SpanKind: Copy {
+    fn of(record: &GoSpanRecord) -> Option<Self>;
+}
+
+macro_rules! span_kinds {
+    ($($variant:ident => $span:ty),+ $(,)?) => {$(
+        impl SpanKind for $span {
+            fn of(record: &GoSpanRecord) -> Option<Self> {
+                match record {
+                    GoSpanRecord::$variant(span) => Some(*span),
+                    _ => None,
+                }
+            }
+        }
+    )+};
+}
+
+span_kinds!(
+    HttpServer => HttpServerSpan,
+    HttpClient => HttpClientSpan,
+    Db => DbSpan,
+    GrpcServer => GrpcServerSpan,
+    GrpcClient => GrpcClientSpan,
+);
+
+/// The spans of kind `T` in `spans`, in order.
+pub fn spans_of<T: SpanKind>(spans: &[GoSpanRecord]) -> Vec<T> {
+    spans.iter().filter_map(T::of).collect()
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
