@@ -143,6 +143,14 @@ fn offsets_for(pid: u32, library: u32) -> Option<GoOffsets> {
     (offsets.enabled_libraries & library != 0).then_some(offsets)
 }
 
+/// A return whose entry was not seen, counted only while the process and library are
+/// instrumented: a detached process or a library switched off skips entries on purpose.
+fn count_missing_entry(pid: u32, library: u32) {
+    if offsets_for(pid, library).is_some() {
+        count(GO_COUNTER_MISSING_ENTRY);
+    }
+}
+
 fn new_context(trace_id: Option<[u8; 16]>) -> SpanContext {
     let trace_id = trace_id.unwrap_or_else(|| {
         let (hi, lo) = (random_u64(), random_u64());
@@ -321,7 +329,7 @@ pub fn odiglet_go_http_server_return(ctx: ProbeContext) -> u32 {
 fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
     let key = current_key(ctx);
     let Some(call) = SERVER_CALLS.get_ptr_mut(key) else {
-        count(GO_COUNTER_MISSING_ENTRY);
+        count_missing_entry(key.pid, GO_LIBRARY_HTTP_SERVER);
         return Ok(());
     };
     // SAFETY: the map value stays valid until we remove it below, after its last use.
@@ -448,7 +456,7 @@ pub fn odiglet_go_http_client_return(ctx: ProbeContext) -> u32 {
 fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
     let key = current_key(ctx);
     let Some(call) = CLIENT_CALLS.get_ptr_mut(key) else {
-        count(GO_COUNTER_MISSING_ENTRY);
+        count_missing_entry(key.pid, GO_LIBRARY_HTTP_CLIENT);
         return Ok(());
     };
     // SAFETY: the map value stays valid until we remove it below, after its last use.

@@ -189,7 +189,7 @@ fn main() {
     let stats = handle.stats();
     let go_attached = stats.attached_total - attached_before;
 
-    let totals = runtime.block_on(manager.shutdown());
+    let totals = runtime.block_on(manager.shutdown()).totals;
     drop(services);
     drop(cgroups);
 

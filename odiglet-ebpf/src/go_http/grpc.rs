@@ -16,19 +16,19 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use odiglet_common::go::{
-    GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX,
-    GO_LIBRARY_GRPC_CLIENT, GO_LIBRARY_GRPC_PROPAGATION, GO_LIBRARY_GRPC_SERVER, GO_OUTGOING_MAX,
-    GO_SPAN_GRPC_CLIENT, GO_SPAN_GRPC_SERVER, GRPC_METADATA_SCAN_MAX, GRPC_STATUS_MAX,
-    GRPC_STATUS_UNKNOWN, GoOffsets, GoroutineKey, GrpcClientSpan, GrpcServerSpan,
-    HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
-    SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, SpanContext, connection_key,
+    GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX, GO_LIBRARY_GRPC_CLIENT,
+    GO_LIBRARY_GRPC_PROPAGATION, GO_LIBRARY_GRPC_SERVER, GO_OUTGOING_MAX, GO_SPAN_GRPC_CLIENT,
+    GO_SPAN_GRPC_SERVER, GRPC_METADATA_SCAN_MAX, GRPC_STATUS_MAX, GRPC_STATUS_UNKNOWN, GoOffsets,
+    GoroutineKey, GrpcClientSpan, GrpcServerSpan, HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE,
+    SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED,
+    SpanContext, connection_key,
 };
 use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 
 use crate::{
-    ACTIVE_SPANS, TRACEPARENT_VALUE_LEN, connection_ports, copy_string_field, count, current_key,
-    init_header, join_active_span, new_context, now, offsets_for, parse_traceparent, pointer_field,
-    regs, submit_span,
+    ACTIVE_SPANS, TRACEPARENT_VALUE_LEN, connection_ports, copy_string_field, count,
+    count_missing_entry, current_key, init_header, join_active_span, new_context, now, offsets_for,
+    parse_traceparent, pointer_field, regs, submit_span,
 };
 
 /// gRPC server calls in flight, by goroutine.
@@ -321,7 +321,7 @@ pub fn odiglet_go_grpc_server_return(ctx: ProbeContext) -> u32 {
 fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
     let key = current_key(ctx);
     let Some(span) = GRPC_SERVER_CALLS.get_ptr_mut(key) else {
-        count(GO_COUNTER_MISSING_ENTRY);
+        count_missing_entry(key.pid, GO_LIBRARY_GRPC_SERVER);
         return Ok(());
     };
     // SAFETY: the map value stays valid until we remove it below, after its last use.
@@ -410,7 +410,7 @@ pub fn odiglet_go_grpc_client_return(ctx: ProbeContext) -> u32 {
 fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
     let key = current_key(ctx);
     let Some(span) = GRPC_CLIENT_CALLS.get_ptr_mut(key) else {
-        count(GO_COUNTER_MISSING_ENTRY);
+        count_missing_entry(key.pid, GO_LIBRARY_GRPC_CLIENT);
         return Ok(());
     };
     // SAFETY: the map value stays valid until we remove it below, after its last use.

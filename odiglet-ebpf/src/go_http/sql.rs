@@ -11,14 +11,14 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use odiglet_common::go::{
-    DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED,
-    GO_INFLIGHT_MAX, GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
-    SPAN_FLAG_TRUNCATED,
+    DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX, GO_LIBRARY_SQL,
+    GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR, SPAN_FLAG_TRUNCATED,
 };
 use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 
 use crate::{
-    count, current_key, init_header, join_active_span, now, offsets_for, regs, submit_span,
+    count, count_missing_entry, current_key, init_header, join_active_span, now, offsets_for, regs,
+    submit_span,
 };
 
 /// `database/sql` calls in flight.
@@ -143,7 +143,7 @@ pub fn odiglet_go_sql_exec_return(ctx: ProbeContext) -> u32 {
 fn db_return(ctx: &ProbeContext, error_type: u64) -> Result<(), i32> {
     let key = current_key(ctx);
     let Some(span) = DB_CALLS.get_ptr_mut(key) else {
-        count(GO_COUNTER_MISSING_ENTRY);
+        count_missing_entry(key.pid, GO_LIBRARY_SQL);
         return Ok(());
     };
     // SAFETY: the map value stays valid until we remove it below, after its last use.

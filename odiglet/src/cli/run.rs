@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -281,16 +281,20 @@ struct Components {
 
 impl Components {
     /// The glue first (no more requests), then the manager (detach, flush spans, delete
-    /// instances), then the servers together; bounded by [`SHUTDOWN_BUDGET`].
+    /// instances), then the servers together, while the detached uprobe links close in the
+    /// background (a kernel grace period each); bounded by [`SHUTDOWN_BUDGET`]. Links still
+    /// open then are closed by the kernel as the process exits.
     async fn shutdown(self) {
         let stop = async {
             if let Some(glue) = self.glue {
                 glue.shutdown().await;
             }
+            let mut closing = None;
             match self.instrumentation {
                 Some(Instrumentation::Manager(manager)) => {
-                    let totals = manager.shutdown().await;
-                    info!(?totals, "instrumentation manager stopped");
+                    let stopped = manager.shutdown().await;
+                    info!(totals = ?stopped.totals, "instrumentation manager stopped");
+                    closing = Some(stopped.closing);
                 }
                 Some(Instrumentation::Logged(task)) => task.abort(),
                 None => {}
@@ -312,6 +316,11 @@ impl Components {
                     }
                 },
             );
+            if let Some(closing) = closing {
+                let (links, started) = (closing.count(), Instant::now());
+                closing.finished().await;
+                info!(links, elapsed = ?started.elapsed(), "uprobe links closed");
+            }
         };
         if tokio::time::timeout(SHUTDOWN_BUDGET, stop).await.is_err() {
             warn!(budget = ?SHUTDOWN_BUDGET, "shutdown took too long; exiting anyway");

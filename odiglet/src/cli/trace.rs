@@ -137,7 +137,11 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let result = tracer.run(watcher, wanted).await;
 
     tracer.detach_all();
+    // The probes are inert for the detached processes already: their links' slow closing (a
+    // kernel grace period each) overlaps the flush.
+    let closing = tracer.engine.probes().take_released().close_in_background();
     let totals = tracer.engine.shutdown().await;
+    closing.finished().await;
     info!(
         exported = ?totals.exported,
         reader = ?totals.reader,
@@ -193,7 +197,14 @@ impl Tracer {
     fn on_event(&mut self, event: &ProcessEvent, wanted: Option<(u64, u64)>) {
         match event.kind {
             ProcessEventKind::Exit if self.attached.remove(&event.pid) => {
-                self.engine.probes().detach(event.pid);
+                let released = {
+                    let mut probes = self.engine.probes();
+                    probes.detach(event.pid);
+                    probes.take_released()
+                };
+                if !released.is_empty() {
+                    tokio::task::spawn_blocking(move || released.close());
+                }
                 self.engine.resources().unregister(event.pid);
                 info!(pid = event.pid, "traced process exited; detached");
             }

@@ -11,7 +11,9 @@ mod probes;
 mod targets;
 
 pub use libraries::{LIBRARIES, library_bits};
-pub use probes::{AttachError, FunctionOffsets, GoCounters, GoProbes, ProcessTargets};
+pub use probes::{
+    AttachError, ClosingLinks, FunctionOffsets, GoCounters, GoProbes, ProcessTargets, ReleasedLinks,
+};
 pub use targets::{
     ALL_LIBRARIES, ResolvedTargets, TargetError, resolve as resolve_targets, skipped_as_absent,
 };

@@ -1,4 +1,9 @@
 //! The Go probe object: loading, per-process attach and detach, runtime library switches.
+//!
+//! A process is instrumented while its offsets are in `GO_PROCESSES`: detaching removes them
+//! first, which makes its probes inert at once, and hands its uprobe links to the owner to
+//! close ([`ReleasedLinks`]). Closing a link takes the kernel a grace period (~14 ms idle,
+//! ~80 ms under load, serialized), so it must stay off the hot path and last at shutdown.
 
 use std::{
     collections::HashMap,
@@ -14,7 +19,7 @@ use aya::{
         CgroupAttachMode, ProgramError, SkMsg, SockOps, UProbe,
         sk_msg::SkMsgLinkId,
         sock_ops::SockOpsLinkId,
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
 use odiglet_common::go::{
@@ -23,6 +28,7 @@ use odiglet_common::go::{
     GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL, GO_COUNTER_TRACEPARENT_UNSEARCHED, GoOffsets,
     GoroutineKey, GrpcClientSpan, GrpcServerSpan, ServerCall, SpanContext,
 };
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::ebpf_objects;
@@ -163,11 +169,90 @@ pub struct GoProbes {
     ebpf: Ebpf,
     processes: BpfHashMap<MapData, u32, GoOffsets>,
     counters: PerCpuArray<MapData, u64>,
-    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
-    /// Libraries whose probes are attached, per process: what `set_libraries` can turn on.
-    attachable: HashMap<u32, u32>,
+    attached: HashMap<u32, AttachedProcess>,
+    /// Links of detached processes, until the owner takes them to close.
+    released: Vec<UProbeLink>,
     /// Set once outgoing propagation is attached; dropping the links detaches.
     propagation: Option<(SkMsgLinkId, SockOpsLinkId)>,
+}
+
+/// What one attached process holds.
+struct AttachedProcess {
+    links: Vec<(&'static str, UProbeLinkId)>,
+    /// Libraries whose probes are attached: what `set_libraries` can turn on.
+    libraries: u32,
+}
+
+/// Uprobe links of detached processes (inert: their processes are out of `GO_PROCESSES`).
+/// Dropping them, or [`ReleasedLinks::close`], removes them from the kernel, a grace period
+/// each: do it off any hot path.
+#[derive(Debug, Default)]
+#[must_use = "dropping the links closes them, slowly; close them where that is acceptable"]
+pub struct ReleasedLinks(Vec<UProbeLink>);
+
+impl ReleasedLinks {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn extend(&mut self, other: ReleasedLinks) {
+        self.0.extend(other.0);
+    }
+
+    /// Closes every link (blocking: a grace period each).
+    pub fn close(self) {
+        drop(self);
+    }
+
+    /// Closes the links on a thread of their own, which the process does not wait for at exit
+    /// (the kernel closes what is left then); a blocking-pool task would hold up the runtime's
+    /// shutdown.
+    pub fn close_in_background(self) -> ClosingLinks {
+        let count = self.len();
+        if count == 0 {
+            return ClosingLinks { count, done: None };
+        }
+        let (closed, done) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("close-uprobes".into())
+            .spawn(move || {
+                self.close();
+                let _ = closed.send(());
+            });
+        if let Err(error) = spawned {
+            // The closure (and the links) were dropped: closed on this thread.
+            warn!(%error, "cannot start a thread to close uprobe links");
+            return ClosingLinks { count, done: None };
+        }
+        ClosingLinks {
+            count,
+            done: Some(done),
+        }
+    }
+}
+
+/// Links being closed by [`ReleasedLinks::close_in_background`].
+#[derive(Debug)]
+pub struct ClosingLinks {
+    count: usize,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl ClosingLinks {
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Waits until every link is closed.
+    pub async fn finished(self) {
+        if let Some(done) = self.done {
+            let _ = done.await;
+        }
+    }
 }
 
 impl GoProbes {
@@ -216,8 +301,8 @@ impl GoProbes {
             ebpf,
             processes,
             counters,
-            links: HashMap::new(),
-            attachable: HashMap::new(),
+            attached: HashMap::new(),
+            released: Vec::new(),
             propagation: None,
         })
     }
@@ -236,8 +321,11 @@ impl GoProbes {
     }
 
     /// Attaches to `pid`. Offsets are published before the probes attach, so the first hit
-    /// already finds them; on any failure everything attached so far is undone.
+    /// already finds them; on any failure everything attached so far is undone. A process
+    /// attached before is detached first (its links released).
     pub fn attach(&mut self, pid: u32, targets: &ProcessTargets) -> Result<(), AttachError> {
+        // Uprobes scoped to the process: the kernel installs them in its memory only, so other
+        // processes running the same file never trap.
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(AttachError::BadPid(pid))?);
         self.detach(pid);
         self.processes
@@ -302,12 +390,15 @@ impl GoProbes {
                 plan.extend(function.returns.iter().map(|offset| (ret, *offset)));
             }
         }
-        let mut links = Vec::with_capacity(plan.len());
+        let mut process = AttachedProcess {
+            links: Vec::with_capacity(plan.len()),
+            libraries: targets.offsets.enabled_libraries,
+        };
         for (program, offset) in plan {
-            match self.attach_one(program, offset, &targets.exe, scope) {
-                Ok(link) => links.push((program, link)),
+            match attach_uprobe(&mut self.ebpf, program, offset, &targets.exe, scope) {
+                Ok(link) => process.links.push((program, link)),
                 Err(source) => {
-                    self.links.insert(pid, links);
+                    self.attached.insert(pid, process);
                     self.detach(pid);
                     return Err(AttachError::Attach {
                         pid,
@@ -319,26 +410,9 @@ impl GoProbes {
                 }
             }
         }
-        debug!(pid, probes = links.len(), "attached Go probes");
-        self.links.insert(pid, links);
-        self.attachable
-            .insert(pid, targets.offsets.enabled_libraries);
+        debug!(pid, probes = process.links.len(), "attached Go probes");
+        self.attached.insert(pid, process);
         Ok(())
-    }
-
-    fn attach_one(
-        &mut self,
-        program: &'static str,
-        offset: u64,
-        exe: &std::path::Path,
-        scope: UProbeScope,
-    ) -> Result<UProbeLinkId, ProgramError> {
-        let probe: &mut UProbe = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(ProgramError::UnexpectedProgramType)?
-            .try_into()?;
-        probe.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
     }
 
     /// Turns on outgoing `traceparent` injection for client sockets that attached processes
@@ -400,7 +474,7 @@ impl GoProbes {
     /// process without re-attaching: takes effect at the next call. Only libraries attached
     /// (those `resolve_targets` enabled) can be turned on.
     pub fn set_libraries(&mut self, pid: u32, enabled_libraries: u32) -> Result<(), AttachError> {
-        let attachable = self.attachable.get(&pid).copied().unwrap_or(0);
+        let attachable = self.attached.get(&pid).map_or(0, |p| p.libraries);
         let enabled_libraries = enabled_libraries & attachable;
         let mut offsets = self
             .processes
@@ -420,22 +494,36 @@ impl GoProbes {
             })
     }
 
-    /// Detaches from `pid` and forgets its state in every map. Idempotent; safe after the
-    /// process exited (the kernel already dropped its uprobes then).
+    /// Detaches from `pid` and forgets its state in every map: its probes do nothing for it
+    /// from now on. Its links are released, to be closed through [`GoProbes::take_released`].
+    /// Idempotent; safe after the process exited.
     pub fn detach(&mut self, pid: u32) {
-        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
-            let detached = self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut UProbe>::try_from(p).ok())
-                .map(|p| p.detach(link));
-            if let Some(Err(error)) = detached {
-                debug!(pid, program, %error, "detach failed (process gone?)");
+        let _ = self.processes.remove(&pid);
+        if let Some(process) = self.attached.remove(&pid) {
+            for (program, link) in process.links {
+                let owned = self
+                    .ebpf
+                    .program_mut(program)
+                    .ok_or(ProgramError::UnexpectedProgramType)
+                    .and_then(<&mut UProbe>::try_from)
+                    .and_then(|probe| probe.take_link(link));
+                match owned {
+                    Ok(link) => self.released.push(link),
+                    Err(error) => warn!(pid, program, %error, "cannot release a uprobe link"),
+                }
             }
         }
-        let _ = self.processes.remove(&pid);
-        self.attachable.remove(&pid);
         self.forget_calls(pid);
+    }
+
+    /// The links released by detaches since the last call, for the owner to close.
+    pub fn take_released(&mut self) -> ReleasedLinks {
+        ReleasedLinks(std::mem::take(&mut self.released))
+    }
+
+    /// Uprobe links attached to running processes.
+    pub fn uprobe_links(&self) -> usize {
+        self.attached.values().map(|p| p.links.len()).sum()
     }
 
     /// Removes in-flight state of `pid` (calls that will never return now).
@@ -445,7 +533,7 @@ impl GoProbes {
 
     /// Processes with probes attached.
     pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {
-        self.links.keys().copied()
+        self.attached.keys().copied()
     }
 
     /// Entries left in the in-flight maps for `pid` (0 after a clean detach).
@@ -466,6 +554,20 @@ impl GoProbes {
             traceparent_unsearched: sum(GO_COUNTER_TRACEPARENT_UNSEARCHED),
         }
     }
+}
+
+fn attach_uprobe(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    offset: u64,
+    exe: &Path,
+    scope: UProbeScope,
+) -> Result<UProbeLinkId, ProgramError> {
+    let probe: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or(ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    probe.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
 }
 
 /// Counts, and with `remove` deletes, the entries of `pid` in every map of calls in flight

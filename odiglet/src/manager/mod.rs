@@ -62,7 +62,10 @@ use crate::{
         InspectError, Language,
         cgroup::{self, CgroupConfig, ContainerRef, PidSource, QosClass},
     },
-    instrument::{ALL_LIBRARIES, GoCounters, GoProbes, ResolvedTargets, resolve_targets},
+    instrument::{
+        ALL_LIBRARIES, ClosingLinks, GoCounters, GoProbes, ReleasedLinks, ResolvedTargets,
+        resolve_targets,
+    },
     opamp::InstanceQueue,
     pipeline::{K8sAttributes, ReaderCounters, ResourceAttributes},
     process::{ProcessError, ProcessEvent, ProcessEventKind, ProcessWatcher, WatcherConfig},
@@ -248,7 +251,15 @@ pub struct InstrumentationManager {
     requests: mpsc::Sender<ManagerRequest>,
     handle: ManagerHandle,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<EngineTotals>,
+    task: JoinHandle<ManagerStopped>,
+}
+
+/// What a stopped manager leaves: its totals, and its uprobe links, being closed in the
+/// background (a kernel grace period each) while the rest of the shutdown goes on.
+#[derive(Debug)]
+pub struct ManagerStopped {
+    pub totals: EngineTotals,
+    pub closing: ClosingLinks,
 }
 
 impl InstrumentationManager {
@@ -330,14 +341,18 @@ impl InstrumentationManager {
         self.handle.clone()
     }
 
-    /// Detaches every process, deletes their instances, flushes spans and returns the totals.
-    pub async fn shutdown(self) -> EngineTotals {
+    /// Detaches every process, deletes their instances, flushes spans and returns the totals
+    /// with the links left to close.
+    pub async fn shutdown(self) -> ManagerStopped {
         let _ = self.stop.send(());
         match self.task.await {
-            Ok(totals) => totals,
+            Ok(stopped) => stopped,
             Err(error) => {
                 warn!(%error, "instrumentation manager task failed");
-                EngineTotals::default()
+                ManagerStopped {
+                    totals: EngineTotals::default(),
+                    closing: ReleasedLinks::default().close_in_background(),
+                }
             }
         }
     }
@@ -418,7 +433,7 @@ impl Manager {
         mut requests: mpsc::Receiver<ManagerRequest>,
         mut stop: oneshot::Receiver<()>,
         rescan_every: Duration,
-    ) -> EngineTotals {
+    ) -> ManagerStopped {
         let mut rescan = tokio::time::interval(rescan_every);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watching = true;
@@ -448,6 +463,7 @@ impl Manager {
                 () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)),
                     if next_retry.is_some() => self.retry_due(),
             }
+            self.close_released_links();
         }
         self.examinations.abort_all();
         let pids: Vec<u32> = self.tracked.keys().copied().collect();
@@ -455,7 +471,21 @@ impl Manager {
             self.untrack(pid, "shutdown");
         }
         drop(self.watcher);
-        self.engine.shutdown().await
+        // The probes are inert now; closing their links overlaps the flush.
+        let closing = self.engine.probes().take_released().close_in_background();
+        ManagerStopped {
+            totals: self.engine.shutdown().await,
+            closing,
+        }
+    }
+
+    /// Closes the links detaches released, on the blocking pool: each takes a grace period.
+    fn close_released_links(&self) {
+        let released = self.engine.probes().take_released();
+        if !released.is_empty() {
+            debug!(links = released.len(), "closing released uprobe links");
+            tokio::task::spawn_blocking(move || released.close());
+        }
     }
 
     fn on_request(&mut self, request: ManagerRequest) {

@@ -376,6 +376,59 @@ async fn two_instances_both_inject_into_their_own_processes() {
     }
 }
 
+/// Detaching makes a process's probes inert at once, before its links are closed (which
+/// takes the kernel a grace period each and happens off the hot path): another process of the
+/// same executable is unaffected, and the released links are exactly the detached ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_is_immediate_and_hands_over_the_links_to_close() {
+    if !privileged("detach_is_immediate_and_hands_over_the_links_to_close") {
+        return;
+    }
+    let Some((_, go)) = build::go_toolchains("go_http").pop() else {
+        return;
+    };
+    let replicas = [start_service(&go, false), start_service(&go, false)];
+    let pid = |(child, _): &(ChildGuard, u16)| child.pid();
+    let mut traced = Traced::load(1 << 20);
+    traced.attach(pid(&replicas[0]), NO_SQL_OR_GRPC);
+    let per_process = traced.probes.uprobe_links();
+    assert!(per_process >= 2, "entry and returns: {per_process}");
+    traced.attach(pid(&replicas[1]), NO_SQL_OR_GRPC);
+    assert_eq!(traced.probes.uprobe_links(), 2 * per_process);
+    for (_, port) in &replicas {
+        assert_eq!(get(*port, "/hello", &[]), 201);
+    }
+    traced
+        .wait_for("a span per replica", 2, |s| servers(s, "/hello").len())
+        .await;
+
+    traced.probes.detach(pid(&replicas[0]));
+    let released = traced.probes.take_released();
+    assert_eq!(released.len(), per_process);
+    assert_eq!(traced.probes.uprobe_links(), per_process);
+    assert!(traced.probes.take_released().is_empty(), "handed over once");
+    // Its links are still open, yet the detached replica yields nothing; the other one does.
+    assert_eq!(get(replicas[0].1, "/hello", &[]), 201);
+    assert_eq!(get(replicas[1].1, "/hello", &[]), 201);
+    traced
+        .wait_for("the attached replica", 3, |s| servers(s, "/hello").len())
+        .await;
+    assert_eq!(traced.settle().await, 0, "a span from the detached replica");
+    assert_eq!(
+        servers(&traced.spans, "/hello")[2].header.pid,
+        pid(&replicas[1])
+    );
+    released.close_in_background().finished().await;
+    assert_eq!(get(replicas[0].1, "/hello", &[]), 201);
+    assert_eq!(traced.settle().await, 0, "a span after the links closed");
+    let counters = traced.probes.counters();
+    assert_eq!((counters.double_entry, counters.missing_entry), (0, 0));
+
+    traced.probes.detach(pid(&replicas[1]));
+    assert_eq!(traced.probes.take_released().len(), per_process);
+    assert_eq!(traced.probes.uprobe_links(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up() {
     if !privileged("ten_thousand_requests_give_ten_thousand_spans_and_exit_cleans_up") {

@@ -469,7 +469,7 @@ async fn apply_reconfigure_exec_exit_and_remove_a_container() {
         Some(2.0)
     );
     ops.shutdown().await;
-    let totals = manager.shutdown().await;
+    let totals = manager.shutdown().await.totals;
     assert_eq!(totals.probes.ringbuf_full, 0);
     drop((service_a, sleeper, plain));
 }
