@@ -9,10 +9,12 @@
 mod libraries;
 mod probes;
 mod targets;
+mod uprobe_multi;
 
 pub use libraries::{LIBRARIES, library_bits};
 pub use probes::{
-    AttachError, ClosingLinks, FunctionOffsets, GoCounters, GoProbes, ProcessTargets, ReleasedLinks,
+    AttachError, ClosingLinks, FunctionOffsets, GoCounters, GoProbes, ProcessTargets,
+    ReleasedLinks, UprobeLinks,
 };
 pub use targets::{
     ALL_LIBRARIES, ResolvedTargets, TargetError, resolve as resolve_targets, skipped_as_absent,

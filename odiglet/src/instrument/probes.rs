@@ -1,14 +1,18 @@
 //! The Go probe object: loading, per-process attach and detach, runtime library switches.
 //!
+//! Uprobes are attached per process through uprobe-multi links where the kernel has them
+//! (one per program, covering an entry or all RETs), else one perf event per probe point.
 //! A process is instrumented while its offsets are in `GO_PROCESSES`: detaching removes them
-//! first, which makes its probes inert at once, and hands its uprobe links to the owner to
-//! close ([`ReleasedLinks`]). Closing a link takes the kernel a grace period (~14 ms idle,
-//! ~80 ms under load, serialized), so it must stay off the hot path and last at shutdown.
+//! first, which makes its probes inert at once, and hands its links to the owner to close
+//! ([`ReleasedLinks`]). Closing a link takes the kernel a grace period (a perf-event link
+//! ~14 ms idle and ~100 ms under load, serialized; see `uprobe_multi`), so it stays off the
+//! hot path, and at shutdown overlaps the rest.
 
 use std::{
     collections::HashMap,
     fs::File,
     num::NonZeroU32,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -31,6 +35,7 @@ use odiglet_common::go::{
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::uprobe_multi::{self, MultiLink};
 use crate::ebpf_objects;
 
 const SERVER_ENTRY: &str = "odiglet_go_http_server_entry";
@@ -111,6 +116,15 @@ pub enum AttachError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pid {pid}: cannot attach `{program}` at {count} offsets of {}", exe.display())]
+    AttachMulti {
+        pid: u32,
+        program: &'static str,
+        count: usize,
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pid {0} is not a valid process id")]
     BadPid(u32),
     #[error("the span ring buffer was already taken")]
@@ -164,23 +178,40 @@ pub struct GoCounters {
     pub traceparent_unsearched: u64,
 }
 
+/// How the uprobes are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UprobeLinks {
+    /// `BPF_TRACE_UPROBE_MULTI` links (Linux 6.6+): one per program and process.
+    Multi,
+    /// One perf event per probe point and process (older kernels).
+    PerfEvent,
+}
+
 /// The loaded Go probe object and its attachments.
 pub struct GoProbes {
     ebpf: Ebpf,
+    links: UprobeLinks,
     processes: BpfHashMap<MapData, u32, GoOffsets>,
     counters: PerCpuArray<MapData, u64>,
     attached: HashMap<u32, AttachedProcess>,
     /// Links of detached processes, until the owner takes them to close.
-    released: Vec<UProbeLink>,
+    released: ReleasedLinks,
     /// Set once outgoing propagation is attached; dropping the links detaches.
     propagation: Option<(SkMsgLinkId, SockOpsLinkId)>,
 }
 
 /// What one attached process holds.
 struct AttachedProcess {
-    links: Vec<(&'static str, UProbeLinkId)>,
+    multi: Vec<MultiLink>,
+    perf: Vec<(&'static str, UProbeLinkId)>,
     /// Libraries whose probes are attached: what `set_libraries` can turn on.
     libraries: u32,
+}
+
+impl AttachedProcess {
+    fn links(&self) -> usize {
+        self.multi.len() + self.perf.len()
+    }
 }
 
 /// Uprobe links of detached processes (inert: their processes are out of `GO_PROCESSES`).
@@ -188,19 +219,18 @@ struct AttachedProcess {
 /// each: do it off any hot path.
 #[derive(Debug, Default)]
 #[must_use = "dropping the links closes them, slowly; close them where that is acceptable"]
-pub struct ReleasedLinks(Vec<UProbeLink>);
+pub struct ReleasedLinks {
+    multi: Vec<MultiLink>,
+    perf: Vec<UProbeLink>,
+}
 
 impl ReleasedLinks {
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.multi.len() + self.perf.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn extend(&mut self, other: ReleasedLinks) {
-        self.0.extend(other.0);
+        self.len() == 0
     }
 
     /// Closes every link (blocking: a grace period each).
@@ -256,8 +286,17 @@ impl ClosingLinks {
 }
 
 impl GoProbes {
-    /// Loads the object and every program; nothing is attached yet.
+    /// Loads the object and every program, for uprobe-multi links where the kernel has them;
+    /// nothing is attached yet.
     pub fn load(ring_buffer_bytes: u32) -> Result<Self, AttachError> {
+        Self::load_for(ring_buffer_bytes, None)
+    }
+
+    /// As [`GoProbes::load`], for the given kind of links (`None`: the best the kernel has).
+    pub fn load_for(
+        ring_buffer_bytes: u32,
+        links: Option<UprobeLinks>,
+    ) -> Result<Self, AttachError> {
         let object = ebpf_objects::go_http()?;
         let mut ebpf = EbpfLoader::new()
             // No CO-RE relocations to apply: without this aya parses the kernel's BTF
@@ -266,15 +305,35 @@ impl GoProbes {
             .map_max_entries("GO_SPANS", ring_buffer_bytes)
             .load(object)
             .map_err(|e| AttachError::Load(Box::new(e)))?;
+        let load = |ebpf: &mut Ebpf, program, links| -> Result<(), ProgramError> {
+            let probe: &mut UProbe = ebpf
+                .program_mut(program)
+                .ok_or(ProgramError::UnexpectedProgramType)?
+                .try_into()?;
+            match links {
+                UprobeLinks::Multi => probe.load_multi(),
+                UprobeLinks::PerfEvent => probe.load(),
+            }
+        };
+        // A kernel without uprobe-multi refuses the first load for it; a failed load leaves
+        // the program loadable again.
+        let links =
+            links.unwrap_or_else(|| match load(&mut ebpf, UPROBES[0], UprobeLinks::Multi) {
+                Ok(()) => UprobeLinks::Multi,
+                Err(error) => {
+                    debug!(%error, "no uprobe-multi links; one perf event per probe point");
+                    UprobeLinks::PerfEvent
+                }
+            });
         for program in UPROBES {
-            let load = |ebpf: &mut Ebpf| -> Result<(), ProgramError> {
-                let probe: &mut UProbe = ebpf
-                    .program_mut(program)
-                    .ok_or(ProgramError::UnexpectedProgramType)?
-                    .try_into()?;
-                probe.load()
-            };
-            load(&mut ebpf).map_err(|source| AttachError::LoadProgram {
+            let loaded = ebpf
+                .program(program)
+                .and_then(|p| <&UProbe>::try_from(p).ok())
+                .is_some_and(|p| p.fd().is_ok());
+            if loaded {
+                continue;
+            }
+            load(&mut ebpf, program, links).map_err(|source| AttachError::LoadProgram {
                 program,
                 source: Box::new(source),
             })?;
@@ -299,10 +358,11 @@ impl GoProbes {
         })?;
         Ok(Self {
             ebpf,
+            links,
             processes,
             counters,
             attached: HashMap::new(),
-            released: Vec::new(),
+            released: ReleasedLinks::default(),
             propagation: None,
         })
     }
@@ -391,28 +451,96 @@ impl GoProbes {
             }
         }
         let mut process = AttachedProcess {
-            links: Vec::with_capacity(plan.len()),
+            multi: Vec::new(),
+            perf: Vec::new(),
             libraries: targets.offsets.enabled_libraries,
         };
-        for (program, offset) in plan {
-            match attach_uprobe(&mut self.ebpf, program, offset, &targets.exe, scope) {
-                Ok(link) => process.links.push((program, link)),
-                Err(source) => {
-                    self.attached.insert(pid, process);
-                    self.detach(pid);
-                    return Err(AttachError::Attach {
+        let attached = match self.links {
+            UprobeLinks::Multi => self.attach_multi(pid, &targets.exe, &plan, &mut process),
+            UprobeLinks::PerfEvent => {
+                self.attach_perf(pid, &targets.exe, scope, &plan, &mut process)
+            }
+        };
+        self.attached.insert(pid, process);
+        if let Err(error) = attached {
+            self.detach(pid);
+            return Err(error);
+        }
+        debug!(pid, probes = plan.len(), links = ?self.links, "attached Go probes");
+        Ok(())
+    }
+
+    /// One link per program, at all of its offsets in the plan.
+    fn attach_multi(
+        &mut self,
+        pid: u32,
+        exe: &Path,
+        plan: &[(&'static str, u64)],
+        process: &mut AttachedProcess,
+    ) -> Result<(), AttachError> {
+        let mut by_program: Vec<(&'static str, Vec<u64>)> = Vec::new();
+        for &(program, offset) in plan {
+            match by_program.iter_mut().find(|(p, _)| *p == program) {
+                Some((_, offsets)) => offsets.push(offset),
+                None => by_program.push((program, vec![offset])),
+            }
+        }
+        for (program, offsets) in by_program {
+            let probe: &UProbe = self
+                .ebpf
+                .program(program)
+                .ok_or(AttachError::MissingPart(program))?
+                .try_into()
+                .map_err(|source| AttachError::LoadProgram {
+                    program,
+                    source: Box::new(source),
+                })?;
+            let fd = probe.fd().map_err(|source| AttachError::LoadProgram {
+                program,
+                source: Box::new(source),
+            })?;
+            let link = uprobe_multi::attach(fd.as_fd(), exe, &offsets, pid).map_err(|source| {
+                AttachError::AttachMulti {
+                    pid,
+                    program,
+                    count: offsets.len(),
+                    exe: exe.to_owned(),
+                    source,
+                }
+            })?;
+            process.multi.push(link);
+        }
+        Ok(())
+    }
+
+    /// One perf event per probe point.
+    fn attach_perf(
+        &mut self,
+        pid: u32,
+        exe: &Path,
+        scope: UProbeScope,
+        plan: &[(&'static str, u64)],
+        process: &mut AttachedProcess,
+    ) -> Result<(), AttachError> {
+        for &(program, offset) in plan {
+            let link =
+                attach_uprobe(&mut self.ebpf, program, offset, exe, scope).map_err(|source| {
+                    AttachError::Attach {
                         pid,
                         program,
                         offset,
-                        exe: targets.exe.clone(),
+                        exe: exe.to_owned(),
                         source: Box::new(source),
-                    });
-                }
-            }
+                    }
+                })?;
+            process.perf.push((program, link));
         }
-        debug!(pid, probes = process.links.len(), "attached Go probes");
-        self.attached.insert(pid, process);
         Ok(())
+    }
+
+    /// How this instance attaches its uprobes.
+    pub fn link_kind(&self) -> UprobeLinks {
+        self.links
     }
 
     /// Turns on outgoing `traceparent` injection for client sockets that attached processes
@@ -500,7 +628,8 @@ impl GoProbes {
     pub fn detach(&mut self, pid: u32) {
         let _ = self.processes.remove(&pid);
         if let Some(process) = self.attached.remove(&pid) {
-            for (program, link) in process.links {
+            self.released.multi.extend(process.multi);
+            for (program, link) in process.perf {
                 let owned = self
                     .ebpf
                     .program_mut(program)
@@ -508,7 +637,7 @@ impl GoProbes {
                     .and_then(<&mut UProbe>::try_from)
                     .and_then(|probe| probe.take_link(link));
                 match owned {
-                    Ok(link) => self.released.push(link),
+                    Ok(link) => self.released.perf.push(link),
                     Err(error) => warn!(pid, program, %error, "cannot release a uprobe link"),
                 }
             }
@@ -518,12 +647,12 @@ impl GoProbes {
 
     /// The links released by detaches since the last call, for the owner to close.
     pub fn take_released(&mut self) -> ReleasedLinks {
-        ReleasedLinks(std::mem::take(&mut self.released))
+        std::mem::take(&mut self.released)
     }
 
     /// Uprobe links attached to running processes.
     pub fn uprobe_links(&self) -> usize {
-        self.attached.values().map(|p| p.links.len()).sum()
+        self.attached.values().map(AttachedProcess::links).sum()
     }
 
     /// Removes in-flight state of `pid` (calls that will never return now).

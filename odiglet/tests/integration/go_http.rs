@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use odiglet::instrument::{AttachError, GoProbes};
+use odiglet::instrument::{AttachError, GoProbes, UprobeLinks};
 use odiglet_common::{
     GoSpanRecord,
     go::{HttpClientSpan, HttpServerSpan, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE},
@@ -378,7 +378,8 @@ async fn two_instances_both_inject_into_their_own_processes() {
 
 /// Detaching makes a process's probes inert at once, before its links are closed (which
 /// takes the kernel a grace period each and happens off the hot path): another process of the
-/// same executable is unaffected, and the released links are exactly the detached ones.
+/// same executable is unaffected, and the released links are exactly the detached ones. Both
+/// kinds of uprobe links; a uprobe-multi link covers a program's entry or all its RETs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_is_immediate_and_hands_over_the_links_to_close() {
     if !privileged("detach_is_immediate_and_hands_over_the_links_to_close") {
@@ -387,46 +388,82 @@ async fn detach_is_immediate_and_hands_over_the_links_to_close() {
     let Some((_, go)) = build::go_toolchains("go_http").pop() else {
         return;
     };
-    let replicas = [start_service(&go, false), start_service(&go, false)];
+    let mut links_per_process = Vec::new();
+    for links in [UprobeLinks::Multi, UprobeLinks::PerfEvent] {
+        links_per_process.push(detach_with(&go, links).await);
+    }
+    assert!(
+        links_per_process[0] < links_per_process[1],
+        "one multi link per program, one perf event per point: {links_per_process:?}"
+    );
+}
+
+/// The detach test with `links`; returns the links one process needed.
+async fn detach_with(go: &Path, links: UprobeLinks) -> usize {
+    let what = format!("{links:?}");
+    let replicas = [start_service(go, false), start_service(go, false)];
     let pid = |(child, _): &(ChildGuard, u16)| child.pid();
-    let mut traced = Traced::load(1 << 20);
+    let mut traced = Traced::load_for(1 << 20, Some(links));
+    assert_eq!(traced.probes.link_kind(), links);
     traced.attach(pid(&replicas[0]), NO_SQL_OR_GRPC);
     let per_process = traced.probes.uprobe_links();
-    assert!(per_process >= 2, "entry and returns: {per_process}");
+    assert!(per_process >= 2, "{what}: entry and returns: {per_process}");
     traced.attach(pid(&replicas[1]), NO_SQL_OR_GRPC);
-    assert_eq!(traced.probes.uprobe_links(), 2 * per_process);
+    assert_eq!(traced.probes.uprobe_links(), 2 * per_process, "{what}");
     for (_, port) in &replicas {
         assert_eq!(get(*port, "/hello", &[]), 201);
     }
     traced
-        .wait_for("a span per replica", 2, |s| servers(s, "/hello").len())
+        .wait_for(&format!("{what}: a span per replica"), 2, |s| {
+            servers(s, "/hello").len()
+        })
         .await;
+    assert_eq!(traced.settle().await, 0, "{what}: one span per request");
 
     traced.probes.detach(pid(&replicas[0]));
     let released = traced.probes.take_released();
-    assert_eq!(released.len(), per_process);
-    assert_eq!(traced.probes.uprobe_links(), per_process);
-    assert!(traced.probes.take_released().is_empty(), "handed over once");
+    assert_eq!(released.len(), per_process, "{what}");
+    assert_eq!(traced.probes.uprobe_links(), per_process, "{what}");
+    assert!(
+        traced.probes.take_released().is_empty(),
+        "{what}: handed over once"
+    );
     // Its links are still open, yet the detached replica yields nothing; the other one does.
     assert_eq!(get(replicas[0].1, "/hello", &[]), 201);
     assert_eq!(get(replicas[1].1, "/hello", &[]), 201);
     traced
-        .wait_for("the attached replica", 3, |s| servers(s, "/hello").len())
+        .wait_for(&format!("{what}: the attached replica"), 3, |s| {
+            servers(s, "/hello").len()
+        })
         .await;
-    assert_eq!(traced.settle().await, 0, "a span from the detached replica");
+    assert_eq!(
+        traced.settle().await,
+        0,
+        "{what}: a span from the detached replica"
+    );
     assert_eq!(
         servers(&traced.spans, "/hello")[2].header.pid,
-        pid(&replicas[1])
+        pid(&replicas[1]),
+        "{what}"
     );
     released.close_in_background().finished().await;
     assert_eq!(get(replicas[0].1, "/hello", &[]), 201);
-    assert_eq!(traced.settle().await, 0, "a span after the links closed");
+    assert_eq!(
+        traced.settle().await,
+        0,
+        "{what}: a span after the links closed"
+    );
     let counters = traced.probes.counters();
-    assert_eq!((counters.double_entry, counters.missing_entry), (0, 0));
+    assert_eq!(
+        (counters.double_entry, counters.missing_entry),
+        (0, 0),
+        "{what}"
+    );
 
     traced.probes.detach(pid(&replicas[1]));
-    assert_eq!(traced.probes.take_released().len(), per_process);
-    assert_eq!(traced.probes.uprobe_links(), 0);
+    assert_eq!(traced.probes.take_released().len(), per_process, "{what}");
+    assert_eq!(traced.probes.uprobe_links(), 0, "{what}");
+    per_process
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,6 +504,13 @@ fn go_probes_pass_the_verifier_and_hand_out_their_ring_buffer_once() {
         return;
     }
     let mut probes = GoProbes::load(1 << 20).expect("every Go program loads");
+    if kernel_at_least(6, 6) {
+        assert_eq!(
+            probes.link_kind(),
+            UprobeLinks::Multi,
+            "Linux 6.6+ has uprobe-multi"
+        );
+    }
     probes.take_spans().expect("the ring buffer is there");
     assert!(matches!(probes.take_spans(), Err(AttachError::SpansTaken)));
     // Detaching a process never attached is a no-op, and nothing is in flight.
@@ -622,4 +666,14 @@ async fn trace_exe_instruments_processes_that_start_later() {
     .unwrap();
     let status = exit_status(&mut odiglet.0).await;
     assert!(status.success(), "{status}");
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use odiglet::{
-    instrument::{ALL_LIBRARIES, GoProbes, resolve_targets},
+    instrument::{ALL_LIBRARIES, GoProbes, UprobeLinks, resolve_targets},
     ring::{self, AsyncRingBuf},
 };
 use odiglet_common::{
@@ -101,7 +101,12 @@ pub struct Traced {
 
 impl Traced {
     pub fn load(ring_bytes: u32) -> Self {
-        let mut probes = GoProbes::load(ring_bytes).expect("Go probes load");
+        Self::load_for(ring_bytes, None)
+    }
+
+    /// Loads for the given kind of uprobe links (`None`: the best the kernel has).
+    pub fn load_for(ring_bytes: u32, links: Option<UprobeLinks>) -> Self {
+        let mut probes = GoProbes::load_for(ring_bytes, links).expect("Go probes load");
         let ring = ring::register(probes.take_spans().unwrap()).unwrap();
         Self {
             probes,
