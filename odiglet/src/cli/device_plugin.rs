@@ -60,12 +60,11 @@ impl DevicePluginArgs {
 pub fn execute(args: DevicePluginArgs) -> Result<(), CliError> {
     let config = args.config().map_err(CliError::Usage)?;
     super::runtime()?.block_on(async move {
+        let mut interrupted = super::Interrupted::register().map_err(CliError::Runtime)?;
         let plugins = DevicePlugins::start(config).map_err(|e| CliError::Usage(e.into()))?;
-        let interrupted = super::interrupted().await;
-        // Even if signal handling failed, leave kubelet an empty list and no stale sockets.
+        interrupted.wait().await;
+        // Leave kubelet an empty list and no stale sockets.
         plugins.shutdown().await;
-        interrupted
-            .context("cannot wait for signals")
-            .map_err(CliError::Runtime)
+        Ok(())
     })
 }

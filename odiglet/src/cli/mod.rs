@@ -105,6 +105,29 @@ fn ring_bytes(value: &str) -> Result<u32, String> {
     }
 }
 
+/// `--uprobe-links`: how the Go uprobes attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum UprobeLinksArg {
+    /// uprobe-multi links where the kernel has them (Linux 6.6+), else perf events.
+    #[default]
+    Auto,
+    /// uprobe-multi links only.
+    Multi,
+    /// One perf event per probe point.
+    PerfEvent,
+}
+
+impl UprobeLinksArg {
+    fn links(self) -> Option<crate::instrument::UprobeLinks> {
+        use crate::instrument::UprobeLinks;
+        match self {
+            Self::Auto => None,
+            Self::Multi => Some(UprobeLinks::Multi),
+            Self::PerfEvent => Some(UprobeLinks::PerfEvent),
+        }
+    }
+}
+
 /// A multi-threaded runtime for long-running subcommands.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
@@ -113,14 +136,29 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Runtime(anyhow::Error::new(e).context("cannot start the runtime")))
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn interrupted() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from registration on: one that arrives while a command is still
+/// starting is acted on once it waits, instead of killing it before its cleanup.
+struct Interrupted {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Interrupted {
+    /// Catches the signals from now on. Needs a tokio runtime.
+    fn register() -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+        })
     }
-    Ok(())
+
+    /// Resolves when SIGINT or SIGTERM has arrived since registration.
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

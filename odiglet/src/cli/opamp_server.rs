@@ -126,6 +126,7 @@ async fn instance_queue(standalone: bool) -> InstanceQueue {
 }
 
 async fn serve(config: OpampConfig, kubelet_dir: PathBuf, standalone: bool) -> anyhow::Result<()> {
+    let mut interrupted = super::Interrupted::register()?;
     let lookup = PodResourcesLookup::new(&kubelet_dir);
     info!(socket = %kubelet_dir.display(), "device ids resolve through kubelet's pod-resources API");
     let queue = instance_queue(standalone).await;
@@ -138,9 +139,9 @@ async fn serve(config: OpampConfig, kubelet_dir: PathBuf, standalone: bool) -> a
         "status": server.status_addr.map(|a| a.to_string()),
     });
     output::line(&ready.to_string()).context("cannot write to stdout")?;
-    let result = super::interrupted().await;
+    interrupted.wait().await;
     server.shutdown().await;
-    result
+    Ok(())
 }
 
 /// `X-Odigos-DeviceId` → pod and container, through kubelet's pod-resources API: the devices

@@ -66,14 +66,13 @@ pub fn execute(args: ProcessesArgs) -> Result<(), CliError> {
 }
 
 async fn stream(config: WatcherConfig, json: bool) -> anyhow::Result<()> {
+    let mut interrupted = super::Interrupted::register()?;
     let mut watcher = ProcessWatcher::start(config).context("cannot start the lifecycle probe")?;
     info!("lifecycle probe attached; streaming process events");
-    let interrupted = super::interrupted();
-    tokio::pin!(interrupted);
     loop {
         let event = tokio::select! {
             event = watcher.next() => event,
-            result = &mut interrupted => { result?; break; }
+            () = interrupted.wait() => break,
         };
         let Some(event) = event else { break };
         let line = if json {

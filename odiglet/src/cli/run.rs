@@ -129,6 +129,9 @@ pub struct RunArgs {
     #[arg(long, env = "ODIGLET_LIFECYCLE_RING_BYTES", value_name = "BYTES",
         default_value_t = DEFAULT_LIFECYCLE_RING_BYTES, value_parser = super::ring_bytes)]
     lifecycle_ring_bytes: u32,
+    /// How the Go uprobes attach.
+    #[arg(long, env = "ODIGLET_UPROBE_LINKS", value_enum, default_value_t)]
+    uprobe_links: super::UprobeLinksArg,
     /// Where the host's cgroups are mounted.
     #[arg(long, env = "ODIGOS_CGROUP_ROOT", value_name = "DIR", default_value = DEFAULT_CGROUP_ROOT)]
     cgroup_root: PathBuf,
@@ -207,6 +210,7 @@ impl RunArgs {
             manager.node_name = Some(node_name.clone());
             manager.propagation = !self.no_propagation;
             manager.ring_buffer_bytes = self.span_ring_bytes;
+            manager.uprobe_links = self.uprobe_links.links();
             manager.watcher.ring_buffer_bytes = self.lifecycle_ring_bytes;
             manager
         });
@@ -343,8 +347,9 @@ fn announce(ready: bool, opamp: &OpampServer, health: SocketAddr) {
 }
 
 async fn run(config: RunConfig) -> Result<(), CliError> {
+    let mut interrupted = super::Interrupted::register().map_err(CliError::Runtime)?;
     let mut started = Components::default();
-    let outcome = start_and_serve(config, &mut started).await;
+    let outcome = start_and_serve(config, &mut started, &mut interrupted).await;
     info!("shutting down");
     std::mem::take(&mut started).shutdown().await;
     outcome
@@ -352,7 +357,11 @@ async fn run(config: RunConfig) -> Result<(), CliError> {
 
 /// Starts every component into `started` (so a failure midway still stops what runs), then
 /// serves until SIGTERM or SIGINT.
-async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<(), CliError> {
+async fn start_and_serve(
+    config: RunConfig,
+    started: &mut Components,
+    interrupted: &mut super::Interrupted,
+) -> Result<(), CliError> {
     let client = k8s::client(config.kubeconfig.as_deref())
         .await
         .map_err(|e| CliError::Usage(e.into()))?;
@@ -428,8 +437,6 @@ async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<
     if let Some(opamp) = &started.opamp {
         announce(false, opamp, health);
     }
-    let interrupted = super::interrupted();
-    tokio::pin!(interrupted);
     tokio::select! {
         result = synced.wait_for(|s| *s) => {
             if result.is_ok() {
@@ -439,10 +446,8 @@ async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<
                 }
             }
         }
-        result = &mut interrupted => return result.context("cannot wait for signals").map_err(CliError::Runtime),
+        () = interrupted.wait() => return Ok(()),
     }
-    interrupted
-        .await
-        .context("cannot wait for signals")
-        .map_err(CliError::Runtime)
+    interrupted.wait().await;
+    Ok(())
 }

@@ -66,6 +66,9 @@ pub struct TraceArgs {
     #[arg(long, env = "ODIGLET_LIFECYCLE_RING_BYTES",
         default_value_t = DEFAULT_LIFECYCLE_RING_BYTES, value_parser = super::ring_bytes)]
     lifecycle_ring_bytes: u32,
+    /// How the Go uprobes attach.
+    #[arg(long, env = "ODIGLET_UPROBE_LINKS", value_enum, default_value_t)]
+    uprobe_links: super::UprobeLinksArg,
 }
 
 fn known_library(name: &str) -> Result<String, String> {
@@ -92,13 +95,19 @@ pub fn execute(args: TraceArgs) -> Result<(), CliError> {
 const COUNTER_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let mut interrupted = super::Interrupted::register()?;
     let target = match args.stdout {
         Some(StdoutFormat::Json) => ExportTarget::StdoutJson,
         None => ExportTarget::OtlpGrpc {
             endpoint: args.otlp_endpoint.clone(),
         },
     };
-    let engine = Engine::start(args.span_ring_bytes, &target, ExporterConfig::default())?;
+    let engine = Engine::start(
+        args.span_ring_bytes,
+        args.uprobe_links.links(),
+        &target,
+        ExporterConfig::default(),
+    )?;
 
     // The lifecycle probe notices the traced processes' exits and, with --exe, new ones.
     let watcher = ProcessWatcher::start(WatcherConfig {
@@ -134,7 +143,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         // The lifecycle probe is attached: from here every exec of the executable is seen.
         info!(exe = %exe.display(), "watching for processes of the executable");
     }
-    let result = tracer.run(watcher, wanted).await;
+    let result = tracer.run(watcher, wanted, &mut interrupted).await;
 
     tracer.detach_all();
     // The probes are inert for the detached processes already: their links' slow closing (a
@@ -174,13 +183,12 @@ impl Tracer {
         &mut self,
         mut watcher: ProcessWatcher,
         wanted: Option<(u64, u64)>,
+        interrupted: &mut super::Interrupted,
     ) -> anyhow::Result<()> {
-        let interrupted = super::interrupted();
-        tokio::pin!(interrupted);
         let mut check = tokio::time::interval(COUNTER_CHECK_INTERVAL);
         loop {
             tokio::select! {
-                result = &mut interrupted => return result,
+                () = interrupted.wait() => return Ok(()),
                 event = watcher.next() => match event {
                     Some(event) => self.on_event(&event, wanted),
                     None => anyhow::bail!("the process-lifecycle probe stopped"),

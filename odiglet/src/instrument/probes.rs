@@ -214,6 +214,9 @@ impl AttachedProcess {
     }
 }
 
+/// Threads closing uprobe-multi links at once (each waits for a grace period).
+const MAX_CLOSING_THREADS: usize = 16;
+
 /// Uprobe links of detached processes (inert: their processes are out of `GO_PROCESSES`).
 /// Dropping them, or [`ReleasedLinks::close`], removes them from the kernel, a grace period
 /// each: do it off any hot path.
@@ -233,9 +236,28 @@ impl ReleasedLinks {
         self.len() == 0
     }
 
-    /// Closes every link (blocking: a grace period each).
+    /// Closes every link (blocking: a grace period each). A uprobe-multi link holds no global
+    /// lock while it waits, so those are closed from several threads and their waits overlap;
+    /// perf events are serialized by the kernel's event mutex whatever we do.
     pub fn close(self) {
-        drop(self);
+        let Self { multi, perf } = self;
+        let threads = multi.len().min(MAX_CLOSING_THREADS);
+        let mut shares: Vec<Vec<MultiLink>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, link) in multi.into_iter().enumerate() {
+            shares[i % threads].push(link);
+        }
+        std::thread::scope(|scope| {
+            for share in shares {
+                let spawned = std::thread::Builder::new()
+                    .name("close-uprobes".into())
+                    .spawn_scoped(scope, move || drop(share));
+                if let Err(error) = spawned {
+                    // The share was dropped with the closure: closed on this thread.
+                    debug!(%error, "closing uprobe links on the calling thread");
+                }
+            }
+            drop(perf);
+        });
     }
 
     /// Closes the links on a thread of their own, which the process does not wait for at exit

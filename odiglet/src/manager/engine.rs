@@ -11,7 +11,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     export::{ExportCounters, ExportCountersSnapshot, ExportTarget, Exporter, ExporterConfig},
-    instrument::{AttachError, GoCounters, GoProbes},
+    instrument::{AttachError, GoCounters, GoProbes, UprobeLinks},
     pipeline::{ReaderCounters, ReaderCountersSnapshot, ResourceRegistry, SpanReader},
     process::cgroup2_mount_from_mountinfo,
     ring,
@@ -60,10 +60,12 @@ impl Engine {
     /// Loads the probes and starts draining spans to `target`. Needs a tokio runtime.
     pub fn start(
         ring_buffer_bytes: u32,
+        links: Option<UprobeLinks>,
         target: &ExportTarget,
         exporter: ExporterConfig,
     ) -> Result<Self, EngineError> {
-        let mut probes = GoProbes::load(ring_buffer_bytes).map_err(EngineError::Probes)?;
+        let mut probes =
+            GoProbes::load_for(ring_buffer_bytes, links).map_err(EngineError::Probes)?;
         let spans = probes.take_spans().map_err(EngineError::Probes)?;
         let spans = ring::register(spans).map_err(EngineError::Ring)?;
         let exporter = Exporter::for_target(target, exporter).map_err(EngineError::Exporter)?;

@@ -64,7 +64,7 @@ use crate::{
     },
     instrument::{
         ALL_LIBRARIES, ClosingLinks, GoCounters, GoProbes, ReleasedLinks, ResolvedTargets,
-        resolve_targets,
+        UprobeLinks, resolve_targets,
     },
     opamp::InstanceQueue,
     pipeline::{K8sAttributes, ReaderCounters, ResourceAttributes},
@@ -108,6 +108,8 @@ pub struct ManagerConfig {
     pub watcher: WatcherConfig,
     /// Span ring-buffer size in bytes (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
+    /// How the Go uprobes attach (`None`: the best the kernel has).
+    pub uprobe_links: Option<UprobeLinks>,
     /// Inject `traceparent` into outgoing HTTP/1 requests (socket programs on the cgroup root).
     pub propagation: bool,
     /// How often wanted containers are re-listed and tracked processes checked for liveness: the
@@ -129,6 +131,7 @@ impl ManagerConfig {
             exporter: ExporterConfig::default(),
             watcher: WatcherConfig::standalone(),
             ring_buffer_bytes: DEFAULT_SPAN_RING_BYTES,
+            uprobe_links: None,
             propagation: true,
             rescan_every: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -269,6 +272,7 @@ impl InstrumentationManager {
     pub fn start(config: ManagerConfig, instances: InstanceQueue) -> Result<Self, ManagerError> {
         let engine = Engine::start(
             config.ring_buffer_bytes,
+            config.uprobe_links,
             &config.export,
             config.exporter.clone(),
         )?;
