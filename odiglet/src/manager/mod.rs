@@ -935,6 +935,12 @@ fn examine(proc_root: &Path, pid: u32, analyses: &AnalysisCache) -> Outcome {
         Err(InspectError::NoSuchProcess { .. } | InspectError::NoExecutable { .. }) => {
             return Outcome::Gone;
         }
+        // Short-lived processes often exit between two reads: only a live one is worth a
+        // warning.
+        Err(error) if procinfo::exited(proc_root, pid) => {
+            debug!(pid, %error, "process exited while being read");
+            return Outcome::Gone;
+        }
         Err(error) => {
             warn!(pid, %error, "cannot read process");
             return Outcome::Gone;

@@ -75,6 +75,19 @@ pub fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
+/// Whether `pid` has exited: gone from the proc root, or a zombie waiting to be reaped.
+pub fn exited(proc_root: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(proc_root.join(format!("{pid}/stat")))
+        .map_or(true, |stat| is_dead_state(&stat))
+}
+
+fn is_dead_state(stat: &str) -> bool {
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, None | Some("Z" | "X"))
+}
+
 /// The comm field may hold spaces and parentheses: fields are counted after the last `)`.
 fn parse_start_time(stat: &str) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
@@ -142,6 +155,16 @@ mod tests {
         let stat = "4242 (my) app (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 8 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987_654));
         assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn zombies_and_unreadable_stats_count_as_exited() {
+        assert!(!is_dead_state("42 (a) b) S 1 42 42 0 -1"));
+        assert!(is_dead_state("42 (true) Z 1 42 42 0 -1"));
+        assert!(is_dead_state("42 (true) X 1"));
+        assert!(is_dead_state("garbage"));
+        assert!(!exited(Path::new("/proc"), std::process::id()));
+        assert!(exited(Path::new("/nonexistent/proc"), 1));
     }
 
     #[test]
