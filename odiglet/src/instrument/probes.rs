@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash},
     programs::{
         CgroupAttachMode, ProgramError, SkMsg, SockOps, UProbe,
@@ -174,10 +174,7 @@ impl GoProbes {
     /// Loads the object and every program; nothing is attached yet.
     pub fn load(ring_buffer_bytes: u32) -> Result<Self, AttachError> {
         let object = ebpf_objects::go_http()?;
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations to apply: without this aya parses the kernel's BTF
-            // (~14 MiB of heap for vmlinux) on every load.
-            .btf(None)
+        let mut ebpf = ebpf_objects::loader()
             .map_max_entries("GO_SPANS", ring_buffer_bytes)
             .load(object)
             .map_err(|e| AttachError::Load(Box::new(e)))?;
