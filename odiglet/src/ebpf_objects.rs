@@ -2,6 +2,8 @@
 
 use aya::{EbpfLoader, include_bytes_aligned};
 
+use crate::heap;
+
 /// An embedded object is an empty placeholder: the build ran without `cargo xtask build-ebpf`.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -36,29 +38,13 @@ fn non_empty(name: &'static str, bytes: &'static [u8]) -> Result<&'static [u8], 
 /// Our objects have no CO-RE relocations (offsets are resolved in user space), so aya has
 /// nothing to relocate with the kernel's BTF. But aya 0.14's `EbpfLoader::new()` parses
 /// `/sys/kernel/btf/vmlinux` before `.btf(None)` can say so (aya-rs/aya#1172): a 5.5 MiB read
-/// and some 100 000 small allocations, 19 MiB at the peak here, all freed by `.btf(None)`.
+/// and some 100 000 small allocations, 19 MiB at the peak here, dropped at once by `.btf(None)`.
 /// glibc keeps those freed pages in its heap, where later allocations pin them, so they stayed
 /// resident: 22 MiB of an idle `odiglet run` for the two objects. `malloc_trim` returns every
 /// free page of every arena to the kernel.
 pub fn loader() -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     loader.btf(None);
-    release_free_heap();
+    heap::release_free();
     loader
-}
-
-/// Returns the allocator's free pages to the kernel (glibc only; a no-op elsewhere).
-fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    {
-        #[expect(
-            unsafe_code,
-            reason = "glibc's malloc_trim is only reachable through FFI"
-        )]
-        // SAFETY: `malloc_trim` takes no pointers and only releases pages of free chunks, under
-        // the arenas' own locks; memory in use is untouched, so it is sound from any thread.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
 }
