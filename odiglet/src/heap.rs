@@ -1,20 +1,32 @@
-//! Returning freed heap to the kernel.
+//! The allocator's footprint: fixed glibc thresholds, and freed heap returned to the kernel.
 //!
-//! glibc's malloc gives memory back on its own only from the top of an arena: pages freed
-//! below a live allocation stay resident until something reuses them. A daemon that works in
-//! bursts (a Go binary's analysis inflating its DWARF, an exec storm, API lists) and idles
-//! between them keeps each arena's high-water mark resident: about 4 MiB of an idle
-//! `odiglet run` with 100 pods (BENCHMARKS.md). `malloc_trim` returns every free page of every
-//! arena; this module is the one place that calls it.
+//! glibc's malloc adapts its mmap threshold: freeing an mmapped block raises the threshold to
+//! that block's size and the trim threshold to twice it. aya's loader frees a 5.5 MiB read of
+//! the kernel's BTF at start-up (see `ebpf_objects::loader`), so from then on every buffer up
+//! to 5.5 MiB (a Go binary's inflated DWARF, API list bodies) came from the arenas and no
+//! arena gave back its top below 11 MiB: the idle daemon kept each arena's high-water mark,
+//! about 4 MiB of `odiglet run` with 100 pods (BENCHMARKS.md). [`configure`] pins both
+//! thresholds at glibc's defaults. Pages freed below live allocations still stay resident
+//! until reused; [`release_free`] returns them after the one burst that needs it (the loader's
+//! BTF parse). This module is the one place that talks to the allocator.
 
-use std::time::{Duration, Instant};
+/// glibc's default thresholds, made fixed (setting them turns the adaptation off).
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+const TRIM_THRESHOLD: i32 = 128 * 1024;
 
-use tokio::time::MissedTickBehavior;
-use tracing::trace;
-
-/// How often [`scavenge`] runs in `odiglet run`: idle memory settles within this long after a
-/// burst, for a few hundred microseconds of CPU a run.
-pub const SCAVENGE_PERIOD: Duration = Duration::from_secs(10);
+/// Pins the allocator's thresholds; first thing in `main`, before the allocations it shapes.
+pub fn configure() {
+    #[cfg(target_env = "gnu")]
+    {
+        #[expect(unsafe_code, reason = "glibc's mallopt is only reachable through FFI")]
+        // SAFETY: `mallopt` takes plain integers and sets allocator parameters under the main
+        // arena's lock; valid values (these are glibc's defaults) change no allocation made.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        }
+    }
+}
 
 /// Returns the allocator's free pages to the kernel (glibc only; a no-op elsewhere).
 pub fn release_free() {
@@ -29,19 +41,5 @@ pub fn release_free() {
         unsafe {
             libc::malloc_trim(0);
         }
-    }
-}
-
-/// Calls [`release_free`] every `period`, forever (the task is dropped with the runtime).
-pub async fn scavenge(period: Duration) {
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // The first tick is immediate; start-up frees what it used when it is done, not before.
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let started = Instant::now();
-        release_free();
-        trace!(took = ?started.elapsed(), "free heap returned to the kernel");
     }
 }

@@ -21,8 +21,8 @@
 //! Modules own one job each and data flows one way through bounded channels: upstream
 //! modules never import downstream ones, and edge servers declare the narrow traits they need
 //! (`opamp::identity::DeviceOwnerLookup`) for the composition code to implement.
-// Unsafe code is denied; the two exceptions (tokio fd registration in `ring`, glibc's
-// `malloc_trim` in `heap`) say why.
+// Unsafe code is denied; the exceptions (tokio fd registration in `ring`, glibc's
+// allocator calls in `heap`) say why.
 #![deny(unsafe_code)]
 
 pub mod agents_dir;

@@ -25,7 +25,6 @@ use super::{CliError, opamp_server::PodResourcesLookup, output};
 use crate::{
     device_plugin::{DevicePluginConfig, DevicePlugins},
     export::{DEFAULT_OTLP_ENDPOINT, ExportTarget},
-    heap,
     inspect::{
         Inspector,
         cgroup::{CgroupConfig, DEFAULT_CGROUP_ROOT},
@@ -345,8 +344,6 @@ async fn run(config: RunConfig) -> Result<(), CliError> {
 /// Starts every component into `started` (so a failure midway still stops what runs), then
 /// serves until SIGTERM or SIGINT.
 async fn start_and_serve(config: RunConfig, started: &mut Components) -> Result<(), CliError> {
-    // Detached: it holds nothing and ends with the runtime.
-    tokio::spawn(heap::scavenge(heap::SCAVENGE_PERIOD));
     let client = k8s::client(config.kubeconfig.as_deref())
         .await
         .map_err(|e| CliError::Usage(e.into()))?;
