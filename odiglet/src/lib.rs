@@ -12,7 +12,8 @@
 //!               ops (health port: healthz, readyz, metrics, status)
 //! k8s: watches (pods of this node, InstrumentationConfigs) → manager requests, OpAMP config,
 //!      runtime-detection status writes
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), time, telemetry, metrics,
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), heap (freed memory back
+//! to the kernel), time, telemetry, metrics,
 //! agents_dir and node_setup (`odiglet init`: the agents into the host directory pods mount,
 //! the node labelled and its start-up taint lifted)
 //! cli: one module per subcommand, the only place that composes the others
@@ -20,7 +21,8 @@
 //! Modules own one job each and data flows one way through bounded channels: upstream
 //! modules never import downstream ones, and edge servers declare the narrow traits they need
 //! (`opamp::identity::DeviceOwnerLookup`) for the composition code to implement.
-// Unsafe code is denied; the single exception (tokio fd registration, `ring`) says why.
+// Unsafe code is denied; the exceptions (tokio fd registration in `ring`, glibc's
+// allocator calls in `heap`) say why.
 #![deny(unsafe_code)]
 
 pub mod agents_dir;
@@ -29,6 +31,7 @@ pub mod device_plugin;
 pub mod ebpf_objects;
 pub mod export;
 pub mod goelf;
+pub mod heap;
 pub mod inspect;
 pub mod instrument;
 pub mod k8s;

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use odiglet::{cli, telemetry};
+use odiglet::{cli, heap, telemetry};
 
 fn main() -> ExitCode {
+    heap::configure();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash},
     programs::{
         CgroupAttachMode, ProgramError, SkMsg, SockOps, UProbe,
@@ -320,10 +320,7 @@ impl GoProbes {
         links: Option<UprobeLinks>,
     ) -> Result<Self, AttachError> {
         let object = ebpf_objects::go_http()?;
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations to apply: without this aya parses the kernel's BTF
-            // (~14 MiB of heap for vmlinux) on every load.
-            .btf(None)
+        let mut ebpf = ebpf_objects::loader()
             .map_max_entries("GO_SPANS", ring_buffer_bytes)
             .load(object)
             .map_err(|e| AttachError::Load(Box::new(e)))?;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint},
 };
@@ -145,10 +145,7 @@ impl ProcessWatcher {
             env_filter_len,
             reserved: 0,
         };
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations to apply: without this aya parses the kernel's BTF
-            // (~14 MiB of heap for vmlinux) on every load.
-            .btf(None)
+        let mut ebpf = ebpf_objects::loader()
             .override_global("LIFECYCLE_CONFIG", &probe_config, true)
             .map_max_entries("LIFECYCLE_EVENTS", config.ring_buffer_bytes)
             .load(object)
