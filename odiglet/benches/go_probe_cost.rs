@@ -358,6 +358,15 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
 
     let floor: Vec<f64> = floor.into_iter().map(median).collect();
     let floor_all = median(floor.clone());
+    // [program][shape] medians.
+    let cells: Vec<Vec<f64>> = (0..PROGRAMS.len())
+        .map(|p| {
+            samples
+                .iter()
+                .map(|shape| median(shape[p].clone()))
+                .collect()
+        })
+        .collect();
     println!(
         "\n{label}: ns per run (runs per request), medians of {ROUNDS} rounds x {REQUESTS} requests"
     );
@@ -373,24 +382,19 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
     println!();
     for (p, name) in PROGRAMS.iter().enumerate() {
         print!("  {name:<32}");
-        for s in 0..SHAPES.len() {
-            let ns = median(samples[s][p].clone());
+        for (ns, per_request) in cells[p].iter().zip(&hits) {
             let cell = if ns.is_nan() {
                 "-".to_owned()
             } else {
-                format!("{ns:.0} ({:.0})", hits[s][p])
+                format!("{ns:.0} ({:.0})", per_request[p])
             };
             print!(" {cell:>18}");
         }
-        let ns = median(off[p].clone());
-        println!(" {:>18}", format!("{ns:.0}"));
+        println!(" {:>18}", format!("{:.0}", median(off[p].clone())));
     }
     print!("  {:<32}", "server entry / floor");
-    for s in 0..SHAPES.len() {
-        print!(
-            " {:>18}",
-            format!("{:.1}", median(samples[s][0].clone()) / floor_all)
-        );
+    for ns in &cells[0] {
+        print!(" {:>18}", format!("{:.1}", ns / floor_all));
     }
     println!("\n  * libraries off: the outgoing-call shape with every library bit cleared");
     println!("  spans drained: {spans}");
