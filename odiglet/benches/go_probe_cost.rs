@@ -176,6 +176,7 @@ impl GoPrograms {
         let stopped = stop.clone();
         let drain = std::thread::spawn(move || {
             let mut spans = 0;
+    let mut verified: Vec<u32> = vec![];
             while !stopped.load(Ordering::Relaxed) {
                 while ring.next().is_some() {
                     spans += 1;
@@ -190,6 +191,19 @@ impl GoPrograms {
             stop,
             drain: Some(drain),
         }
+    }
+
+    /// Instructions the verifier processed to load each program: its budget is 1M.
+    fn verified(&self) -> Vec<u32> {
+        PROGRAMS
+            .iter()
+            .map(|name| {
+                let info = self.ebpf.program(name).expect("program").info();
+                info.expect("program info")
+                    .verified_instruction_count()
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     fn ids(&self) -> Vec<u32> {
@@ -333,6 +347,7 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
     let mut floor = vec![vec![]; SHAPES.len()];
     let mut off = vec![vec![]; PROGRAMS.len()];
     let mut spans = 0;
+    let mut verified: Vec<u32> = vec![];
     for _ in 0..ROUNDS {
         let empty = attach_floor(&floor_object(root), "floor_empty", pid, &targets);
         let floor_id = program_id(&empty, "floor_empty");
@@ -343,6 +358,7 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
 
         let mut go = GoPrograms::attach(&go_object(root), pid, &targets);
         let ids = go.ids();
+        verified = go.verified();
         for (s, shape) in SHAPES.iter().enumerate() {
             for (p, (ns, per_request)) in measure(port, shape, &ids).into_iter().enumerate() {
                 samples[s][p].push(ns);
@@ -374,7 +390,7 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
     for shape in &SHAPES {
         print!(" {:>18}", shape.0);
     }
-    println!(" {:>18}", "libraries off*");
+    println!(" {:>18} {:>10}", "libraries off*", "verified");
     print!("  {:<32}", "floor_empty (same points)");
     for ns in &floor {
         print!(" {:>18}", format!("{ns:.0}"));
@@ -390,7 +406,11 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
             };
             print!(" {cell:>18}");
         }
-        println!(" {:>18}", format!("{:.0}", median(off[p].clone())));
+        println!(
+            " {:>18} {:>10}",
+            format!("{:.0}", median(off[p].clone())),
+            verified[p]
+        );
     }
     print!("  {:<32}", "server entry / floor");
     for ns in &cells[0] {
