@@ -13,7 +13,9 @@
 //! it, a Go 1.22 one (bucket maps), each serving `/hello` and `/call` (which makes one outgoing
 //! `net/http` request to its own `/hello`: server, client and connection probes all run).
 //! Needs root, Go and the eBPF objects (`cargo xtask build-ebpf`).
-//! `cargo bench -p odiglet --bench go_probe_cost`.
+//! `cargo bench -p odiglet --bench go_probe_cost`; with `GO_PROBE_COST_COMPARE=<object>`, a
+//! second Go object (one built before a change) takes turns with the built one in the same
+//! rounds, and the table of their ratios is the before/after figure.
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::{
@@ -53,7 +55,7 @@ use go_arms::{Target, median};
 use odiglet::instrument::{ALL_LIBRARIES, ProcessTargets, resolve_targets};
 use odiglet_common::go::GoOffsets;
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Requests per shape per arm: enough that a program's mean is stable to a few ns.
 const REQUESTS: u64 = 4000;
 
@@ -176,7 +178,6 @@ impl GoPrograms {
         let stopped = stop.clone();
         let drain = std::thread::spawn(move || {
             let mut spans = 0;
-    let mut verified: Vec<u32> = vec![];
             while !stopped.load(Ordering::Relaxed) {
                 while ring.next().is_some() {
                     spans += 1;
@@ -324,8 +325,108 @@ fn start(binary: &Path, port: u16) -> Target {
     target
 }
 
-/// One target's table: ns per hit of every program for every shape, medians over rounds.
-fn bench_target(root: &Path, go: &Path, label: &str) {
+/// One object's measurements on one target.
+struct Arm {
+    label: &'static str,
+    object: PathBuf,
+    /// [shape][program] ns per run, one sample per round.
+    samples: Vec<Vec<Vec<f64>>>,
+    /// [shape][program] runs per request.
+    hits: Vec<Vec<f64>>,
+    /// [program] ns per run with every library off.
+    off: Vec<Vec<f64>>,
+    verified: Vec<u32>,
+    spans: u64,
+}
+
+impl Arm {
+    fn new(label: &'static str, object: PathBuf) -> Self {
+        Self {
+            label,
+            object,
+            samples: vec![vec![vec![]; PROGRAMS.len()]; SHAPES.len()],
+            hits: vec![vec![0.0; PROGRAMS.len()]; SHAPES.len()],
+            off: vec![vec![]; PROGRAMS.len()],
+            verified: vec![],
+            spans: 0,
+        }
+    }
+
+    /// One round: attach, every shape, then every library off, detach.
+    fn round(&mut self, port: u16, pid: u32, targets: &ProcessTargets) {
+        let mut go = GoPrograms::attach(&self.object, pid, targets);
+        let ids = go.ids();
+        self.verified = go.verified();
+        for (s, shape) in SHAPES.iter().enumerate() {
+            for (p, (ns, per_request)) in measure(port, shape, &ids).into_iter().enumerate() {
+                self.samples[s][p].push(ns);
+                self.hits[s][p] = per_request;
+            }
+        }
+        go.set_libraries(pid, 0);
+        for (p, (ns, _)) in measure(port, &SHAPES[4], &ids).into_iter().enumerate() {
+            self.off[p].push(ns);
+        }
+        self.spans += go.finish();
+    }
+
+    /// [program][shape] medians.
+    fn cells(&self) -> Vec<Vec<f64>> {
+        (0..PROGRAMS.len())
+            .map(|p| {
+                self.samples
+                    .iter()
+                    .map(|shape| median(shape[p].clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn print(&self, floor: &[f64]) {
+        let floor_all = median(floor.to_vec());
+        let cells = self.cells();
+        println!(
+            "  {} ({}): ns per run (runs per request)",
+            self.label,
+            self.object.display()
+        );
+        print!("  {:<32}", "program");
+        for shape in &SHAPES {
+            print!(" {:>18}", shape.0);
+        }
+        println!(" {:>18} {:>10}", "libraries off*", "verified");
+        print!("  {:<32}", "floor_empty (same points)");
+        for ns in floor {
+            print!(" {:>18}", format!("{ns:.0}"));
+        }
+        println!();
+        for (p, name) in PROGRAMS.iter().enumerate() {
+            print!("  {name:<32}");
+            for (ns, per_request) in cells[p].iter().zip(&self.hits) {
+                let cell = if ns.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{ns:.0} ({:.0})", per_request[p])
+                };
+                print!(" {cell:>18}");
+            }
+            println!(
+                " {:>18} {:>10}",
+                format!("{:.0}", median(self.off[p].clone())),
+                self.verified[p]
+            );
+        }
+        print!("  {:<32}", "server entry / floor");
+        for ns in &cells[0] {
+            print!(" {:>18}", format!("{:.1}", ns / floor_all));
+        }
+        println!("\n  spans drained: {}", self.spans);
+    }
+}
+
+/// One target's tables: ns per run of every program for every shape and object, medians over
+/// rounds in which the floor and the objects take turns.
+fn bench_target(root: &Path, go: &Path, label: &str, compare: Option<&Path>) {
     let binary = common::build_go(
         go,
         &root.join(format!("target/bench-probe-cost-{label}")),
@@ -341,13 +442,11 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
         drive(port, shape, 500); // warm up
     }
 
-    // [shape][program] samples, then the floor per shape and the libraries-off arm.
-    let mut samples = vec![vec![vec![]; PROGRAMS.len()]; SHAPES.len()];
-    let mut hits = vec![vec![0.0; PROGRAMS.len()]; SHAPES.len()];
+    let mut arms = vec![Arm::new("built", go_object(root))];
+    if let Some(object) = compare {
+        arms.push(Arm::new("compared", object.to_owned()));
+    }
     let mut floor = vec![vec![]; SHAPES.len()];
-    let mut off = vec![vec![]; PROGRAMS.len()];
-    let mut spans = 0;
-    let mut verified: Vec<u32> = vec![];
     for _ in 0..ROUNDS {
         let empty = attach_floor(&floor_object(root), "floor_empty", pid, &targets);
         let floor_id = program_id(&empty, "floor_empty");
@@ -355,69 +454,33 @@ fn bench_target(root: &Path, go: &Path, label: &str) {
             floor[s].push(measure(port, shape, &[floor_id])[0].0);
         }
         drop(empty);
-
-        let mut go = GoPrograms::attach(&go_object(root), pid, &targets);
-        let ids = go.ids();
-        verified = go.verified();
-        for (s, shape) in SHAPES.iter().enumerate() {
-            for (p, (ns, per_request)) in measure(port, shape, &ids).into_iter().enumerate() {
-                samples[s][p].push(ns);
-                hits[s][p] = per_request;
-            }
+        for arm in &mut arms {
+            arm.round(port, pid, &targets);
         }
-        go.set_libraries(pid, 0);
-        for (p, (ns, _)) in measure(port, &SHAPES[4], &ids).into_iter().enumerate() {
-            off[p].push(ns);
-        }
-        spans += go.finish();
     }
 
     let floor: Vec<f64> = floor.into_iter().map(median).collect();
-    let floor_all = median(floor.clone());
-    // [program][shape] medians.
-    let cells: Vec<Vec<f64>> = (0..PROGRAMS.len())
-        .map(|p| {
-            samples
-                .iter()
-                .map(|shape| median(shape[p].clone()))
-                .collect()
-        })
-        .collect();
-    println!(
-        "\n{label}: ns per run (runs per request), medians of {ROUNDS} rounds x {REQUESTS} requests"
-    );
-    print!("  {:<32}", "program");
-    for shape in &SHAPES {
-        print!(" {:>18}", shape.0);
+    println!("\n{label}: medians of {ROUNDS} rounds x {REQUESTS} requests per shape");
+    for arm in &arms {
+        arm.print(&floor);
     }
-    println!(" {:>18} {:>10}", "libraries off*", "verified");
-    print!("  {:<32}", "floor_empty (same points)");
-    for ns in &floor {
-        print!(" {:>18}", format!("{ns:.0}"));
-    }
-    println!();
-    for (p, name) in PROGRAMS.iter().enumerate() {
-        print!("  {name:<32}");
-        for (ns, per_request) in cells[p].iter().zip(&hits) {
-            let cell = if ns.is_nan() {
-                "-".to_owned()
-            } else {
-                format!("{ns:.0} ({:.0})", per_request[p])
-            };
-            print!(" {cell:>18}");
+    if let [built, compared] = &arms[..] {
+        println!("  built / compared, ns per run");
+        let (new, old) = (built.cells(), compared.cells());
+        for (p, name) in PROGRAMS.iter().enumerate() {
+            print!("  {name:<32}");
+            for (n, o) in new[p].iter().zip(&old[p]) {
+                let cell = if n.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{:.2}", n / o)
+                };
+                print!(" {cell:>18}");
+            }
+            println!();
         }
-        println!(
-            " {:>18} {:>10}",
-            format!("{:.0}", median(off[p].clone())),
-            verified[p]
-        );
     }
-    print!("  {:<32}", "server entry / floor");
-    for ns in &cells[0] {
-        print!(" {:>18}", format!("{:.1}", ns / floor_all));
-    }
-    println!("\n  * libraries off: the outgoing-call shape with every library bit cleared");
-    println!("  spans drained: {spans}");
+    println!("  * libraries off: the outgoing-call shape with every library bit cleared");
 }
 
 fn main() {
@@ -430,10 +493,12 @@ fn main() {
     }
     // Run statistics stay on while this descriptor is open.
     let _stats = aya::sys::enable_stats(Stats::RunTime).expect("enable BPF run statistics");
-    bench_target(&root, &go, "go1.25");
+    // A second object (say, the one built before a change) measured in the same rounds.
+    let compare = std::env::var_os("GO_PROBE_COST_COMPARE").map(PathBuf::from);
+    bench_target(&root, &go, "go1.25", compare.as_deref());
     let go122 = root.join("target/tools/go-1.22.10/bin/go");
     if go122.exists() {
-        bench_target(&root, &go122, "go1.22");
+        bench_target(&root, &go122, "go1.22", compare.as_deref());
     } else {
         println!("\ngo1.22: skipped ({} missing)", go122.display());
     }
