@@ -48,9 +48,7 @@ use odiglet_common::go::{
 use odiglet_ebpf::{
     go_register, goroutine, random_u64, read_go_bytes, read_go_string, read_user_at,
 };
-use snapshot::{
-    MAP_BYTES, REQUEST_BYTES, SLOT_MAP, SLOT_REQUEST, SLOT_URL, Snapshot, URL_BYTES,
-};
+use snapshot::{MAP_BYTES, REQUEST_BYTES, SLOT_MAP, SLOT_REQUEST, SLOT_URL, Snapshot, URL_BYTES};
 
 // The crate root's modules resolve beside it: keep the Go probes together under go_http/.
 #[path = "go_http/grpc.rs"]
@@ -300,7 +298,7 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     init_header(&mut span.header, GO_SPAN_HTTP_SERVER, &key);
 
     // Method, URL, proto, header map, host and remote address: one read.
-    let req = Snapshot::take::<REQUEST_BYTES>(SLOT_REQUEST, call.request);
+    let req = Snapshot::<REQUEST_BYTES>::take(SLOT_REQUEST, call.request).ok_or(-1)?;
     let parent = incoming_parent(&req, off);
     if let Some(parent) = parent {
         span.header.parent = parent;
@@ -443,8 +441,9 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     join_active_span(&mut span.header, &key);
 
     let mut flags = span.header.flags;
-    let req = Snapshot::take::<REQUEST_BYTES>(SLOT_REQUEST, call.request);
-    let url = Snapshot::take::<URL_BYTES>(SLOT_URL, req.word(off.request_url).unwrap_or(0));
+    let req = Snapshot::<REQUEST_BYTES>::take(SLOT_REQUEST, call.request).ok_or(-1)?;
+    let url = Snapshot::<URL_BYTES>::take(SLOT_URL, req.word(off.request_url).unwrap_or(0));
+    let url_string = |offset| url.as_ref().and_then(|url| url.string(offset));
     // SAFETY: user-memory reads of the request the probed function received.
     unsafe {
         copy_string(
@@ -454,19 +453,19 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
             &mut flags,
         );
         copy_string(
-            url.string(off.url_scheme),
+            url_string(off.url_scheme),
             &mut span.scheme,
             &mut span.scheme_len,
             &mut flags,
         );
         copy_string(
-            url.string(off.url_host),
+            url_string(off.url_host),
             &mut span.host,
             &mut span.host_len,
             &mut flags,
         );
         copy_string(
-            url.string(off.url_path),
+            url_string(off.url_path),
             &mut span.path,
             &mut span.path_len,
             &mut flags,
@@ -552,10 +551,10 @@ const _: () = assert!(GO_GROUP_SIZE <= GO_BUCKET_SIZE && GO_BUCKET_SIZE.is_multi
 static MAP_SCRATCH: PerCpuArray<[u64; MAP_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The remote parent carried by the request's `traceparent` header, if any.
-fn incoming_parent(request: &Snapshot, off: &GoOffsets) -> Option<SpanContext> {
+fn incoming_parent(request: &Snapshot<REQUEST_BYTES>, off: &GoOffsets) -> Option<SpanContext> {
     let header = request.word(off.request_header)?;
     // The map's header in one read: its count, then the fields of its layout.
-    let map = Snapshot::take::<MAP_BYTES>(SLOT_MAP, header);
+    let map = Snapshot::<MAP_BYTES>::take(SLOT_MAP, header)?;
     // An empty map (a request with no header but `Host`, which is not in it) needs no walk.
     if map.word(GO_MAP_COUNT)? == 0 {
         return None;
@@ -640,7 +639,7 @@ struct BucketWalk {
 
 /// # Safety
 /// User-memory reads only.
-unsafe fn find_in_bucket_map(hmap: &Snapshot, off: &GoOffsets) -> Option<u64> {
+unsafe fn find_in_bucket_map(hmap: &Snapshot<MAP_BYTES>, off: &GoOffsets) -> Option<u64> {
     let (flags, b) = (hmap.byte(off.hmap_flags)?, hmap.byte(off.hmap_b)?);
     let buckets = hmap.word(off.hmap_buckets).unwrap_or(0);
     let old = hmap.word(off.hmap_oldbuckets).unwrap_or(0);
@@ -736,7 +735,7 @@ struct GroupWalk {
 
 /// # Safety
 /// User-memory reads only.
-unsafe fn find_in_swiss_map(map: &Snapshot, off: &GoOffsets) -> Option<u64> {
+unsafe fn find_in_swiss_map(map: &Snapshot<MAP_BYTES>, off: &GoOffsets) -> Option<u64> {
     if off.swiss_dir_len == OFFSET_NONE
         || off.swiss_table_groups == OFFSET_NONE
         || off.swiss_groups_data == OFFSET_NONE

@@ -9,7 +9,7 @@ use odiglet_ebpf::read_user_at;
 
 use super::count;
 
-/// Words copied at most.
+/// Words of a slot.
 pub const SNAPSHOT_WORDS: usize = 32;
 const SNAPSHOT_BYTES: u32 = (SNAPSHOT_WORDS * 8) as u32;
 
@@ -28,35 +28,30 @@ pub const MAP_BYTES: u32 = 48;
 #[map]
 static SNAPSHOTS: PerCpuArray<[u64; SNAPSHOT_WORDS]> = PerCpuArray::with_max_entries(3, 0);
 
-/// The first bytes of the struct at `base`. A field past the copy, not 8-byte aligned, or in a
-/// struct whose copy failed (its end past a mapping's) is read from user memory instead.
-pub struct Snapshot {
+/// The first `LEN` bytes of the struct at `base`. A field past them or not 8-byte aligned is
+/// read from user memory instead.
+///
+/// `LEN` is a constant on purpose, and a failed copy (the struct's end past a mapping's end)
+/// reads as zeros (nil pointers, empty strings: the helper zeroes what it could not copy)
+/// rather than falling back to reads field by field: each way of computing a length or of
+/// reading a field is one more verifier state at the header-map walk, which is then verified
+/// once per state.
+pub struct Snapshot<const LEN: u32> {
     base: u64,
-    words: Option<&'static [u64; SNAPSHOT_WORDS]>,
-    /// Words copied.
-    len: usize,
+    words: &'static [u64; SNAPSHOT_WORDS],
 }
 
-impl Snapshot {
-    /// Copies the first `LEN` bytes of the struct at `base`. A constant length on purpose: a
-    /// length computed from the offsets gives the verifier one state per way of computing it,
-    /// and the header-map walk after it is then verified once per state.
+impl<const LEN: u32> Snapshot<LEN> {
+    /// Copies the struct at `base` into `slot`; `None` for a nil pointer.
     #[inline(always)]
-    pub fn take<const LEN: u32>(slot: u32, base: u64) -> Self {
+    pub fn take(slot: u32, base: u64) -> Option<Self> {
         const { assert!(LEN > 0 && LEN <= SNAPSHOT_BYTES && LEN % 8 == 0) };
-        let mut snapshot = Self {
-            base,
-            words: None,
-            len: 0,
-        };
         if base == 0 {
-            return snapshot;
+            return None;
         }
-        let Some(buf) = SNAPSHOTS.get_ptr_mut(slot) else {
-            return snapshot;
-        };
+        let buf = SNAPSHOTS.get_ptr_mut(slot)?;
         // SAFETY: copies `LEN <= SNAPSHOT_BYTES` bytes into the slot; the kernel checks the
-        // source address.
+        // source address and zeroes the destination when the copy fails.
         let copied = unsafe {
             aya_ebpf::helpers::generated::bpf_probe_read_user(
                 buf.cast(),
@@ -64,27 +59,25 @@ impl Snapshot {
                 base as *const core::ffi::c_void,
             )
         };
-        if copied == 0 {
-            // SAFETY: per-CPU scratch, used only during this run.
-            snapshot.words = Some(unsafe { &*buf });
-            snapshot.len = (LEN / 8) as usize;
+        if copied != 0 {
+            count(GO_COUNTER_READ_FAILED);
         }
-        snapshot
+        Some(Self {
+            base,
+            // SAFETY: per-CPU scratch, used only during this run.
+            words: unsafe { &*buf },
+        })
     }
 
-    /// The 8-byte word at `offset`; `None` when the field does not exist, the pointer is nil
-    /// or the read failed (counted).
+    /// The 8-byte word at `offset`; `None` when the field does not exist or its read failed
+    /// (counted).
     #[inline(always)]
     pub fn word(&self, offset: u32) -> Option<u64> {
-        if self.base == 0 || offset == OFFSET_NONE {
+        if offset == OFFSET_NONE {
             return None;
         }
-        let index = (offset / 8) as usize;
-        if let Some(words) = self.words
-            && offset % 8 == 0
-            && index < self.len
-        {
-            return words.get(index).copied();
+        if offset % 8 == 0 && offset < LEN {
+            return self.words.get(verifier_index(offset / 8)).copied();
         }
         // SAFETY: a user-memory read checked by the kernel.
         match unsafe { read_user_at::<u64>(self.base, offset) } {
@@ -99,16 +92,12 @@ impl Snapshot {
     /// The byte at `offset`, as [`Self::word`].
     #[inline(always)]
     pub fn byte(&self, offset: u32) -> Option<u8> {
-        if self.base == 0 || offset == OFFSET_NONE {
+        if offset == OFFSET_NONE {
             return None;
         }
-        let index = (offset / 8) as usize;
-        if let Some(words) = self.words
-            && index < self.len
-        {
-            return words
-                .get(index)
-                .map(|word| (word >> (8 * (offset % 8))) as u8);
+        if offset < LEN {
+            let word = self.words.get(verifier_index(offset / 8))?;
+            return Some((word >> (8 * (offset % 8))) as u8);
         }
         // SAFETY: a user-memory read checked by the kernel.
         match unsafe { read_user_at::<u8>(self.base, offset) } {
@@ -128,4 +117,13 @@ impl Snapshot {
         }
         Some((self.word(offset)?, self.word(offset.checked_add(8)?)?))
     }
+}
+
+/// `index`, hidden from LLVM so that the bounds check on it stays a comparison of the register
+/// used to index: merged with the alignment test, both become one mask test from which the
+/// verifier learns no bound.
+#[inline(always)]
+fn verifier_index(index: u32) -> usize {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&index) as usize }
 }
