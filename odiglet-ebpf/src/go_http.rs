@@ -45,6 +45,7 @@ use odiglet_common::go::{
     SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, ServerCall, SpanContext, SpanHeader,
     TRACEPARENT_HEADER_LEN, TRACEPARENT_HPACK_LEN, connection_key,
 };
+use odiglet_common::traceparent::{TRACEPARENT_VALUE_LEN, parse_traceparent};
 use odiglet_ebpf::{
     go_register, goroutine, random_u64, read_go_bytes, read_go_string, read_user_at,
 };
@@ -92,9 +93,6 @@ static CLIENT_SCRATCH: PerCpuArray<ClientCall> = PerCpuArray::with_max_entries(1
 
 /// `-EEXIST` from a map insert with `BPF_NOEXIST`.
 const EEXIST: i32 = -17;
-
-/// W3C `traceparent` value: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
-const TRACEPARENT_VALUE_LEN: usize = 55;
 
 fn count(index: u32) {
     if let Some(counter) = GO_COUNTERS.get_ptr_mut(index) {
@@ -827,52 +825,6 @@ extern "C" fn walk_groups(_index: u64, ctx: *mut c_void) -> i64 {
         }
     }
     0
-}
-
-fn hex_nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn hex_byte(value: &[u8; TRACEPARENT_VALUE_LEN], at: usize) -> Option<u8> {
-    Some(hex_nibble(*value.get(at)?)? << 4 | hex_nibble(*value.get(at + 1)?)?)
-}
-
-/// Parses `00-<trace id>-<span id>-<flags>`; refuses other versions and all-zero ids.
-fn parse_traceparent(value: &[u8; TRACEPARENT_VALUE_LEN]) -> Option<SpanContext> {
-    if value[0] != b'0'
-        || value[1] != b'0'
-        || value[2] != b'-'
-        || value[35] != b'-'
-        || value[52] != b'-'
-    {
-        return None;
-    }
-    let mut context = SpanContext::default();
-    let mut any = 0u8;
-    for i in 0..16 {
-        let b = hex_byte(value, 3 + 2 * i)?;
-        context.trace_id[i] = b;
-        any |= b;
-    }
-    if any == 0 {
-        return None;
-    }
-    any = 0;
-    for i in 0..8 {
-        let b = hex_byte(value, 36 + 2 * i)?;
-        context.span_id[i] = b;
-        any |= b;
-    }
-    if any == 0 {
-        return None;
-    }
-    context.trace_flags = hex_byte(value, 53)?;
-    Some(context)
 }
 
 // === outgoing trace context ===
