@@ -169,7 +169,11 @@ extern "C" fn find_traceparent_field(index: u64, ctx: *mut c_void) -> i64 {
         let Ok(value) = read_user_at::<[u8; TRACEPARENT_VALUE_LEN]>(value_ptr, 0) else {
             return 1;
         };
-        scan.found = parse_traceparent(&value);
+        // Only a parsed context is stored: storing `None` lets LLVM write the payload from an
+        // uninitialized register, which the verifier refuses.
+        if let Some(context) = parse_traceparent(&value) {
+            scan.found = Some(context);
+        }
     }
     1
 }
