@@ -10,6 +10,8 @@ pub const TRACEPARENT_VALUE_LEN: usize = 55;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
+const CASE: u64 = ONES * 0x20;
+const NIBBLE: u64 = ONES * 0x0f;
 
 /// The high bit of every byte of `x` (each below 0x80) that lies in `lo..=hi`. Adding
 /// `0x80 - lo` sets a byte's high bit when it is `>= lo`, adding `0x7f - hi` when it is `> hi`;
@@ -28,12 +30,12 @@ fn hex_word(chars: u64) -> Option<u32> {
     }
     let digits = bytes_in(chars, b'0', b'9');
     // OR-ing 0x20 lowercases letters and leaves digits as they are.
-    let letters = bytes_in(chars | ONES * 0x20, b'a', b'f');
+    let letters = bytes_in(chars | CASE, b'a', b'f');
     if digits | letters != HIGH {
         return None;
     }
     // A letter's low nibble is 1..=6 in either case: 9 more makes it 10..=15.
-    let nibbles = (chars & ONES * 0x0f) + (letters >> 7) * 9;
+    let nibbles = (chars & NIBBLE) + (letters >> 7) * 9;
     // Pair the nibbles into bytes (even lanes), then close the gaps.
     let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
     let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
@@ -86,7 +88,7 @@ pub fn parse_traceparent(value: &[u8; TRACEPARENT_VALUE_LEN]) -> Option<SpanCont
         return None;
     }
     // The two flag digits, padded with zeros to a word: the first two bytes decode them.
-    let flags = u64::from(value[53]) | u64::from(value[54]) << 8 | 0x3030_3030_3030_0000;
+    let flags = u64::from(value[53]) | (u64::from(value[54]) << 8) | 0x3030_3030_3030_0000;
     context.trace_flags = hex_word(flags)? as u8;
     Some(context)
 }

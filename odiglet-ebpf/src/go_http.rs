@@ -884,7 +884,7 @@ fn try_conn_entry(ctx: &ProbeContext) -> Result<(), i32> {
     };
     let pc = go_register(regs(ctx), 0);
     // SAFETY: user-memory reads along persistConn.conn -> *TCPConn -> *netFD -> *TCPAddr.
-    let Some((local, remote)) = (unsafe { connection_ports(pc, off.persist_conn_conn, &off) })
+    let Some((local, remote)) = (unsafe { connection_ports(pc, off.persist_conn_conn, off) })
     else {
         return Ok(());
     };

@@ -45,7 +45,7 @@ impl<const LEN: u32> Snapshot<LEN> {
     /// Copies the struct at `base` into `slot`; `None` for a nil pointer.
     #[inline(always)]
     pub fn take(slot: u32, base: u64) -> Option<Self> {
-        const { assert!(LEN > 0 && LEN <= SNAPSHOT_BYTES && LEN % 8 == 0) };
+        const { assert!(LEN > 0 && LEN <= SNAPSHOT_BYTES && LEN.is_multiple_of(8)) };
         if base == 0 {
             return None;
         }
@@ -76,7 +76,7 @@ impl<const LEN: u32> Snapshot<LEN> {
         if offset == OFFSET_NONE {
             return None;
         }
-        if offset % 8 == 0 && offset < LEN {
+        if offset.is_multiple_of(8) && offset < LEN {
             return self.words.get(verifier_index(offset / 8)).copied();
         }
         // SAFETY: a user-memory read checked by the kernel.
