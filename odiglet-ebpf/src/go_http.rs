@@ -80,7 +80,8 @@ static SERVER_CALLS: LruHashMap<GoroutineKey, ServerCall> =
 static CLIENT_CALLS: LruHashMap<GoroutineKey, ClientCall> =
     LruHashMap::with_max_entries(GO_INFLIGHT_MAX, 0);
 
-/// The server span active on a goroutine: the parent of client calls it makes.
+/// The gRPC server span active on a goroutine: the parent of client calls it makes (a
+/// `net/http` server span is found in `SERVER_CALLS` instead, see `active_span`).
 #[map]
 static ACTIVE_SPANS: LruHashMap<GoroutineKey, SpanContext> =
     LruHashMap::with_max_entries(GO_INFLIGHT_MAX, 0);
