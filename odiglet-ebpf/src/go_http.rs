@@ -577,8 +577,8 @@ fn incoming_parent(request: &Snapshot<REQUEST_BYTES>, off: &GoOffsets) -> Option
     }
 }
 
-/// Runs a map walk's visitor under `bpf_loop`, which verifies it once rather than once per
-/// step (called directly, even twice, its eight slots' branches exceed the verifier's budget).
+/// Runs a map walk's visitor under `bpf_loop`. Visiting a one-group map with direct calls
+/// instead was measured: no faster (the loop's own cost is a few ns).
 ///
 /// # Safety
 /// `visit` must take `state` as its context.
