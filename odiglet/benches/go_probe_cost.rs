@@ -43,9 +43,8 @@ mod go_arms;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, RingBuf},
-    programs::loaded_programs,
     programs::{
-        UProbe,
+        UProbe, loaded_programs,
         uprobe::{UProbeAttachLocation, UProbeScope},
     },
     sys::Stats,
