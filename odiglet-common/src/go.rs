@@ -353,6 +353,9 @@ pub const GO_COUNTERS_LEN: u32 = 8;
 // `noalg.map.group[string][]string`) that recent linkers often leave out; the goelf
 // integration tests check these numbers against those types where a binary has them.
 
+/// Offset of a map's entry count: `runtime.hmap.count` (Go < 1.24) and
+/// `internal/runtime/maps.Map.used` (swiss tables) are both the struct's first field.
+pub const GO_MAP_COUNT: u32 = 0;
 /// Entries per bucket (Go < 1.24) or group (swiss tables).
 pub const GO_MAP_SLOTS: usize = 8;
 /// Bucket: `tophash [8]uint8`, `keys [8]string`, `elems [8][]string`, `overflow *bucket`.

@@ -17,8 +17,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, pt_regs,
+        BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_RB_RING_SIZE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, pt_regs,
         sk_action::SK_PASS,
     },
     helpers::{
@@ -38,18 +38,24 @@ use odiglet_common::go::{
     GO_COUNTER_INJECTED, GO_COUNTER_MISSING_ENTRY, GO_COUNTER_READ_FAILED, GO_COUNTER_RINGBUF_FULL,
     GO_COUNTER_TRACEPARENT_UNSEARCHED, GO_COUNTERS_LEN, GO_GROUP_SIZE, GO_GROUP_SLOT_ELEM,
     GO_GROUP_SLOT_SIZE, GO_GROUP_SLOTS_OFFSET, GO_INFLIGHT_MAX, GO_LIBRARY_GRPC_PROPAGATION,
-    GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER, GO_MAP_SLOTS,
-    GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GoOffsets,
-    GoroutineKey, HEADER_MAP_BUCKETS_MAX, HEADER_MAP_GROUPS_MAX, HEADER_MAP_TABLES_MAX,
+    GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER, GO_MAP_COUNT,
+    GO_MAP_SLOTS, GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER,
+    GoOffsets, GoroutineKey, HEADER_MAP_BUCKETS_MAX, HEADER_MAP_GROUPS_MAX, HEADER_MAP_TABLES_MAX,
     HttpClientSpan, HttpServerSpan, OFFSET_NONE, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
     SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, ServerCall, SpanContext, SpanHeader,
     TRACEPARENT_HEADER_LEN, TRACEPARENT_HPACK_LEN, connection_key,
 };
-use odiglet_ebpf::{go_register, goroutine, random_u64, read_go_string, read_user_at};
+use odiglet_common::traceparent::{TRACEPARENT_VALUE_LEN, parse_traceparent};
+use odiglet_ebpf::{
+    go_register, goroutine, random_u64, read_go_bytes, read_go_string, read_user_at,
+};
+use snapshot::{MAP_BYTES, REQUEST_BYTES, SLOT_MAP, SLOT_REQUEST, SLOT_URL, Snapshot, URL_BYTES};
 
 // The crate root's modules resolve beside it: keep the Go probes together under go_http/.
 #[path = "go_http/grpc.rs"]
 mod grpc;
+#[path = "go_http/snapshot.rs"]
+mod snapshot;
 #[path = "go_http/sql.rs"]
 mod sql;
 
@@ -74,7 +80,8 @@ static SERVER_CALLS: LruHashMap<GoroutineKey, ServerCall> =
 static CLIENT_CALLS: LruHashMap<GoroutineKey, ClientCall> =
     LruHashMap::with_max_entries(GO_INFLIGHT_MAX, 0);
 
-/// The server span active on a goroutine: the parent of client calls it makes.
+/// The gRPC server span active on a goroutine: the parent of client calls it makes (a
+/// `net/http` server span is found in `SERVER_CALLS` instead, see `active_span`).
 #[map]
 static ACTIVE_SPANS: LruHashMap<GoroutineKey, SpanContext> =
     LruHashMap::with_max_entries(GO_INFLIGHT_MAX, 0);
@@ -85,8 +92,8 @@ static SERVER_SCRATCH: PerCpuArray<ServerCall> = PerCpuArray::with_max_entries(1
 #[map]
 static CLIENT_SCRATCH: PerCpuArray<ClientCall> = PerCpuArray::with_max_entries(1, 0);
 
-/// W3C `traceparent` value: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
-const TRACEPARENT_VALUE_LEN: usize = 55;
+/// `-EEXIST` from a map insert with `BPF_NOEXIST`.
+const EEXIST: i32 = -17;
 
 fn count(index: u32) {
     if let Some(counter) = GO_COUNTERS.get_ptr_mut(index) {
@@ -136,10 +143,12 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
-/// The offsets of an instrumented process with `library` enabled.
-fn offsets_for(pid: u32, library: u32) -> Option<GoOffsets> {
-    // SAFETY: a lookup whose value is copied out at once.
-    let offsets = unsafe { GO_PROCESSES.get(pid) }.copied()?;
+/// The offsets of an instrumented process with `library` enabled, in place in the map: a
+/// copy would cost 180 bytes of loads and stores on every hit.
+fn offsets_for(pid: u32, library: u32) -> Option<&'static GoOffsets> {
+    // SAFETY: a hash map value stays valid for the rest of the program's run (RCU), even if
+    // user space deletes or replaces it meanwhile; its fields are plain integers.
+    let offsets = unsafe { GO_PROCESSES.get(pid) }?;
     (offsets.enabled_libraries & library != 0).then_some(offsets)
 }
 
@@ -167,10 +176,22 @@ fn new_context(trace_id: Option<[u8; 16]>) -> SpanContext {
     }
 }
 
+/// The span active on a goroutine: a gRPC server span (`ACTIVE_SPANS`) or the `net/http`
+/// server call in flight, which is not copied into `ACTIVE_SPANS` to spare every request an
+/// insert and a delete.
+fn active_span(key: &GoroutineKey) -> Option<SpanContext> {
+    // SAFETY: lookups whose values are copied out at once.
+    unsafe {
+        ACTIVE_SPANS
+            .get(key)
+            .copied()
+            .or_else(|| SERVER_CALLS.get(key).map(|call| call.span.header.context))
+    }
+}
+
 /// Makes a client span the child of the span active on its goroutine (a new trace without one).
 fn join_active_span(header: &mut SpanHeader, key: &GoroutineKey) {
-    // SAFETY: a lookup whose value is copied out at once.
-    let parent = unsafe { ACTIVE_SPANS.get(key) }.copied();
+    let parent = active_span(key);
     if let Some(parent) = parent {
         header.parent = parent;
         header.flags |= SPAN_FLAG_HAS_PARENT;
@@ -218,6 +239,34 @@ unsafe fn copy_string_field<const N: usize>(
     }
 }
 
+/// Copies the Go string whose header a [`Snapshot`] gave (nothing for `None`); sets
+/// `SPAN_FLAG_TRUNCATED` when cut.
+///
+/// # Safety
+/// As `read_go_bytes`.
+#[inline(always)]
+unsafe fn copy_string<const N: usize>(
+    header: Option<(u64, u64)>,
+    dst: &mut [u8; N],
+    len: &mut u16,
+    flags: &mut u32,
+) {
+    *len = 0;
+    let Some((ptr, n)) = header else {
+        return;
+    };
+    // SAFETY: forwarded contract.
+    match unsafe { read_go_bytes(ptr, n, dst) } {
+        Ok((n, truncated)) => {
+            *len = n;
+            if truncated {
+                *flags |= SPAN_FLAG_TRUNCATED;
+            }
+        }
+        Err(_) => count(GO_COUNTER_READ_FAILED),
+    }
+}
+
 /// Reads a pointer field; nil when the field does not exist or the read fails.
 ///
 /// # Safety
@@ -244,11 +293,6 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     let Some(off) = offsets_for(key.pid, GO_LIBRARY_HTTP_SERVER) else {
         return Ok(());
     };
-    // SAFETY: a presence check whose value is not kept.
-    if unsafe { SERVER_CALLS.get(key) }.is_some() {
-        count(GO_COUNTER_DOUBLE_ENTRY);
-        return Ok(());
-    }
     let call = SERVER_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
     // SAFETY: per-CPU scratch, used only during this run.
     let call = unsafe { &mut *call };
@@ -260,46 +304,43 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     let span = &mut call.span;
     init_header(&mut span.header, GO_SPAN_HTTP_SERVER, &key);
 
-    let parent = incoming_parent(call.request, &off);
+    // Method, URL, proto, header map, host and remote address: one read.
+    let req = Snapshot::<REQUEST_BYTES>::take(SLOT_REQUEST, call.request).ok_or(-1)?;
+    let parent = incoming_parent(&req, off);
     if let Some(parent) = parent {
         span.header.parent = parent;
         span.header.flags |= SPAN_FLAG_HAS_PARENT | SPAN_FLAG_PARENT_REMOTE;
     }
     span.header.context = new_context(parent.map(|p| p.trace_id));
 
-    let req = call.request;
     let mut flags = span.header.flags;
     // SAFETY: user-memory reads of the request the probed function received.
     unsafe {
-        copy_string_field(
-            req,
-            off.request_method,
+        copy_string(
+            req.string(off.request_method),
             &mut span.method,
             &mut span.method_len,
             &mut flags,
         );
-        copy_string_field(
-            req,
-            off.request_host,
+        copy_string(
+            req.string(off.request_host),
             &mut span.host,
             &mut span.host_len,
             &mut flags,
         );
-        copy_string_field(
-            req,
-            off.request_remote_addr,
+        copy_string(
+            req.string(off.request_remote_addr),
             &mut span.remote_addr,
             &mut span.remote_addr_len,
             &mut flags,
         );
-        copy_string_field(
-            req,
-            off.request_proto,
+        copy_string(
+            req.string(off.request_proto),
             &mut span.proto,
             &mut span.proto_len,
             &mut flags,
         );
-        let url = pointer_field(req, off.request_url);
+        let url = req.word(off.request_url).unwrap_or(0);
         copy_string_field(
             url,
             off.url_path,
@@ -311,13 +352,24 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     span.header.flags = flags;
     span.route_len = 0;
     span.status_code = 0;
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "by value, the call (over 500 bytes) would be copied onto the 512-byte BPF stack"
-    )]
-    SERVER_CALLS.insert(key, &*call, 0)?;
-    let _ = ACTIVE_SPANS.insert(key, call.span.header.context, 0);
-    Ok(())
+    insert_call(&SERVER_CALLS, &key, call)
+}
+
+/// Files a call in flight unless its goroutine already has one (Go's morestack restarts a
+/// function from its entry): `BPF_NOEXIST` makes the check and the insert one map operation.
+#[inline(always)]
+fn insert_call<V>(
+    calls: &LruHashMap<GoroutineKey, V>,
+    key: &GoroutineKey,
+    call: &V,
+) -> Result<(), i32> {
+    match calls.insert(key, call, u64::from(BPF_NOEXIST)) {
+        Err(EEXIST) => {
+            count(GO_COUNTER_DOUBLE_ENTRY);
+            Ok(())
+        }
+        result => result,
+    }
 }
 
 #[uprobe]
@@ -370,7 +422,6 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
         submit_span::<HttpServerSpan>(&call.span);
     }
     let _ = SERVER_CALLS.remove(key);
-    let _ = ACTIVE_SPANS.remove(key);
     Ok(())
 }
 
@@ -387,11 +438,6 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     let Some(off) = offsets_for(key.pid, GO_LIBRARY_HTTP_CLIENT) else {
         return Ok(());
     };
-    // SAFETY: a presence check whose value is not kept.
-    if unsafe { CLIENT_CALLS.get(key) }.is_some() {
-        count(GO_COUNTER_DOUBLE_ENTRY);
-        return Ok(());
-    }
     let call = CLIENT_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
     // SAFETY: per-CPU scratch, used only during this run.
     let call = unsafe { &mut *call };
@@ -401,35 +447,32 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     init_header(&mut span.header, GO_SPAN_HTTP_CLIENT, &key);
     join_active_span(&mut span.header, &key);
 
-    let req = call.request;
     let mut flags = span.header.flags;
+    let req = Snapshot::<REQUEST_BYTES>::take(SLOT_REQUEST, call.request).ok_or(-1)?;
+    let url = Snapshot::<URL_BYTES>::take(SLOT_URL, req.word(off.request_url).unwrap_or(0));
+    let url_string = |offset| url.as_ref().and_then(|url| url.string(offset));
     // SAFETY: user-memory reads of the request the probed function received.
     unsafe {
-        copy_string_field(
-            req,
-            off.request_method,
+        copy_string(
+            req.string(off.request_method),
             &mut span.method,
             &mut span.method_len,
             &mut flags,
         );
-        let url = pointer_field(req, off.request_url);
-        copy_string_field(
-            url,
-            off.url_scheme,
+        copy_string(
+            url_string(off.url_scheme),
             &mut span.scheme,
             &mut span.scheme_len,
             &mut flags,
         );
-        copy_string_field(
-            url,
-            off.url_host,
+        copy_string(
+            url_string(off.url_host),
             &mut span.host,
             &mut span.host_len,
             &mut flags,
         );
-        copy_string_field(
-            url,
-            off.url_path,
+        copy_string(
+            url_string(off.url_path),
             &mut span.path,
             &mut span.path_len,
             &mut flags,
@@ -439,12 +482,7 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     span.proto_len = 0;
     span.status_code = 0;
     span.reserved = 0;
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "by value, the call (over 500 bytes) would be copied onto the 512-byte BPF stack"
-    )]
-    CLIENT_CALLS.insert(key, &*call, 0)?;
-    Ok(())
+    insert_call(&CLIENT_CALLS, &key, call)
 }
 
 #[uprobe]
@@ -520,17 +558,20 @@ const _: () = assert!(GO_GROUP_SIZE <= GO_BUCKET_SIZE && GO_BUCKET_SIZE.is_multi
 static MAP_SCRATCH: PerCpuArray<[u64; MAP_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The remote parent carried by the request's `traceparent` header, if any.
-fn incoming_parent(request: u64, off: &GoOffsets) -> Option<SpanContext> {
+fn incoming_parent(request: &Snapshot<REQUEST_BYTES>, off: &GoOffsets) -> Option<SpanContext> {
+    let header = request.word(off.request_header)?;
+    // The map's header in one read: its count, then the fields of its layout.
+    let map = Snapshot::<MAP_BYTES>::take(SLOT_MAP, header)?;
+    // An empty map (a request with no header but `Host`, which is not in it) needs no walk.
+    if map.word(GO_MAP_COUNT)? == 0 {
+        return None;
+    }
     // SAFETY: user-memory reads along Request.Header and the runtime's map structures.
     unsafe {
-        let header = pointer_field(request, off.request_header);
-        if header == 0 {
-            return None;
-        }
         let values = if off.swiss_dir_ptr != OFFSET_NONE {
-            find_in_swiss_map(header, off)
+            find_in_swiss_map(&map, off)
         } else if off.hmap_buckets != OFFSET_NONE {
-            find_in_bucket_map(header, off)
+            find_in_bucket_map(&map, off)
         } else {
             None
         }?;
@@ -542,6 +583,18 @@ fn incoming_parent(request: u64, off: &GoOffsets) -> Option<SpanContext> {
         let value: [u8; TRACEPARENT_VALUE_LEN] = read_user_at(ptr, 0).ok()?;
         parse_traceparent(&value)
     }
+}
+
+/// Runs a map walk's visitor under `bpf_loop`. Visiting a one-group map with direct calls
+/// instead was measured: no faster (the loop's own cost is a few ns).
+///
+/// # Safety
+/// `visit` must take `state` as its context.
+#[inline(always)]
+unsafe fn run_walk<T>(visit: extern "C" fn(u64, *mut c_void) -> i64, state: &mut T, steps: u32) {
+    let ctx = (state as *mut T).cast::<c_void>();
+    // SAFETY: the callback has the signature bpf_loop expects; `state` outlives the call.
+    unsafe { bpf_loop(steps, visit as *mut c_void, ctx, 0) };
 }
 
 /// When the slot whose key header is at word `key` of `words` is `Traceparent`, the address of
@@ -593,16 +646,10 @@ struct BucketWalk {
 
 /// # Safety
 /// User-memory reads only.
-unsafe fn find_in_bucket_map(hmap: u64, off: &GoOffsets) -> Option<u64> {
-    // SAFETY: forwarded contract.
-    let (flags, b, buckets, old) = unsafe {
-        (
-            read_user_at::<u8>(hmap, off.hmap_flags).ok()?,
-            read_user_at::<u8>(hmap, off.hmap_b).ok()?,
-            pointer_field(hmap, off.hmap_buckets),
-            pointer_field(hmap, off.hmap_oldbuckets),
-        )
-    };
+unsafe fn find_in_bucket_map(hmap: &Snapshot<MAP_BYTES>, off: &GoOffsets) -> Option<u64> {
+    let (flags, b) = (hmap.byte(off.hmap_flags)?, hmap.byte(off.hmap_b)?);
+    let buckets = hmap.word(off.hmap_buckets).unwrap_or(0);
+    let old = hmap.word(off.hmap_oldbuckets).unwrap_or(0);
     if b > BUCKET_SHIFT_MAX || buckets == 0 {
         count(GO_COUNTER_TRACEPARENT_UNSEARCHED);
         return None;
@@ -622,15 +669,8 @@ unsafe fn find_in_bucket_map(hmap: u64, off: &GoOffsets) -> Option<u64> {
         found: 0,
         done: 0,
     };
-    // SAFETY: the callback has the signature bpf_loop expects; `walk` outlives the call.
-    unsafe {
-        bpf_loop(
-            HEADER_MAP_BUCKETS_MAX + 1,
-            walk_buckets as *mut c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
+    // SAFETY: `walk_buckets` takes a `BucketWalk`.
+    unsafe { run_walk(walk_buckets, &mut walk, HEADER_MAP_BUCKETS_MAX + 1) };
     finish_walk(walk.found, walk.done)
 }
 
@@ -702,7 +742,7 @@ struct GroupWalk {
 
 /// # Safety
 /// User-memory reads only.
-unsafe fn find_in_swiss_map(map: u64, off: &GoOffsets) -> Option<u64> {
+unsafe fn find_in_swiss_map(map: &Snapshot<MAP_BYTES>, off: &GoOffsets) -> Option<u64> {
     if off.swiss_dir_len == OFFSET_NONE
         || off.swiss_table_groups == OFFSET_NONE
         || off.swiss_groups_data == OFFSET_NONE
@@ -710,13 +750,8 @@ unsafe fn find_in_swiss_map(map: u64, off: &GoOffsets) -> Option<u64> {
     {
         return None;
     }
-    // SAFETY: forwarded contract.
-    let (dir, dir_len) = unsafe {
-        (
-            pointer_field(map, off.swiss_dir_ptr),
-            read_user_at::<u64>(map, off.swiss_dir_len).ok()?,
-        )
-    };
+    let dir = map.word(off.swiss_dir_ptr).unwrap_or(0);
+    let dir_len = map.word(off.swiss_dir_len)?;
     if dir == 0 {
         return None; // an empty small map
     }
@@ -736,13 +771,12 @@ unsafe fn find_in_swiss_map(map: u64, off: &GoOffsets) -> Option<u64> {
         found: 0,
         done: 0,
     };
-    // SAFETY: the callback has the signature bpf_loop expects; `walk` outlives the call.
+    // SAFETY: `walk_groups` takes a `GroupWalk`.
     unsafe {
-        bpf_loop(
+        run_walk(
+            walk_groups,
+            &mut walk,
             HEADER_MAP_TABLES_MAX + HEADER_MAP_GROUPS_MAX,
-            walk_groups as *mut c_void,
-            (&raw mut walk).cast(),
-            0,
         )
     };
     finish_walk(walk.found, walk.done)
@@ -802,52 +836,6 @@ extern "C" fn walk_groups(_index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-fn hex_nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn hex_byte(value: &[u8; TRACEPARENT_VALUE_LEN], at: usize) -> Option<u8> {
-    Some(hex_nibble(*value.get(at)?)? << 4 | hex_nibble(*value.get(at + 1)?)?)
-}
-
-/// Parses `00-<trace id>-<span id>-<flags>`; refuses other versions and all-zero ids.
-fn parse_traceparent(value: &[u8; TRACEPARENT_VALUE_LEN]) -> Option<SpanContext> {
-    if value[0] != b'0'
-        || value[1] != b'0'
-        || value[2] != b'-'
-        || value[35] != b'-'
-        || value[52] != b'-'
-    {
-        return None;
-    }
-    let mut context = SpanContext::default();
-    let mut any = 0u8;
-    for i in 0..16 {
-        let b = hex_byte(value, 3 + 2 * i)?;
-        context.trace_id[i] = b;
-        any |= b;
-    }
-    if any == 0 {
-        return None;
-    }
-    any = 0;
-    for i in 0..8 {
-        let b = hex_byte(value, 36 + 2 * i)?;
-        context.span_id[i] = b;
-        any |= b;
-    }
-    if any == 0 {
-        return None;
-    }
-    context.trace_flags = hex_byte(value, 53)?;
-    Some(context)
-}
-
 // === outgoing trace context ===
 //
 // `bpf_probe_write_user` is refused under kernel lockdown, so the `traceparent` header cannot be
@@ -905,7 +893,7 @@ fn try_conn_entry(ctx: &ProbeContext) -> Result<(), i32> {
     };
     let pc = go_register(regs(ctx), 0);
     // SAFETY: user-memory reads along persistConn.conn -> *TCPConn -> *netFD -> *TCPAddr.
-    let Some((local, remote)) = (unsafe { connection_ports(pc, off.persist_conn_conn, &off) })
+    let Some((local, remote)) = (unsafe { connection_ports(pc, off.persist_conn_conn, off) })
     else {
         return Ok(());
     };

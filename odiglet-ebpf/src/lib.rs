@@ -106,10 +106,10 @@ pub unsafe fn read_go_string<const N: usize>(
     header: u64,
     dst: &mut [u8; N],
 ) -> Result<(u16, bool), i32> {
-    // SAFETY: user-memory reads checked by the kernel.
+    // SAFETY: user-memory reads checked by the kernel. One read for the header's two words:
+    // each helper call costs more than the bytes it copies.
     unsafe {
-        let ptr: u64 = read_user_at(header, 0)?;
-        let len: u64 = read_user_at(header, 8)?;
+        let [ptr, len]: [u64; 2] = read_user_at(header, 0)?;
         read_go_bytes(ptr, len, dst)
     }
 }

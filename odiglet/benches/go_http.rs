@@ -12,26 +12,20 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    num::NonZeroU32,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 mod common;
+#[path = "common/floor.rs"]
+mod floor;
 #[path = "common/go.rs"]
 mod go_arms;
 
-use aya::{
-    Ebpf,
-    maps::PerCpuArray,
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeScope},
-    },
-};
+use floor::{attach_floor, floor_hits, floor_object};
 use go_arms::{Instrumented, Target, median};
-use odiglet::instrument::{ALL_LIBRARIES, ProcessTargets, resolve_targets};
+use odiglet::instrument::{ALL_LIBRARIES, resolve_targets};
 
 const ROUNDS: usize = 5;
 const ROUND_TIME: Duration = Duration::from_secs(3);
@@ -69,57 +63,6 @@ fn drive_bounded(port: u16, duration: Duration, max_requests: u64) -> (u64, Dura
         done += 1;
     }
     (done, start.elapsed())
-}
-
-/// The empty-uprobe object built by `cargo xtask build-ebpf` (benchmarks only).
-fn floor_object(root: &Path) -> PathBuf {
-    root.join("target/ebpf/bpfel-unknown-none/release/uprobe_floor")
-}
-
-/// Exactly the points where `GoProbes::attach` puts a uprobe on a net/http program: the
-/// entries and RETs of the server and client functions and the entry of the connection
-/// function (this target links no gRPC or database/sql).
-fn probe_points(targets: &ProcessTargets) -> Vec<u64> {
-    let entries = [
-        &targets.http_server,
-        &targets.http_client,
-        &targets.connection,
-    ];
-    let returns = [&targets.http_server, &targets.http_client];
-    let entry_points = entries.into_iter().flatten().map(|f| f.entry);
-    let return_points = returns
-        .into_iter()
-        .flatten()
-        .flat_map(|f| f.returns.iter().copied());
-    entry_points.chain(return_points).collect()
-}
-
-/// `program` of the floor object attached at every probe point of `pid`; dropping detaches.
-fn attach_floor(object: &Path, program: &str, pid: u32, targets: &ProcessTargets) -> Ebpf {
-    let mut ebpf = Ebpf::load_file(object).expect("load the floor object");
-    let probe: &mut UProbe = ebpf
-        .program_mut(program)
-        .expect("floor program")
-        .try_into()
-        .expect("a uprobe");
-    probe.load().expect("load floor program");
-    let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid"));
-    for offset in probe_points(targets) {
-        probe
-            .attach(
-                UProbeAttachLocation::AbsoluteOffset(offset),
-                &targets.exe,
-                scope,
-            )
-            .expect("attach floor uprobe");
-    }
-    ebpf
-}
-
-fn floor_hits(ebpf: &Ebpf) -> u64 {
-    let hits: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map("FLOOR_HITS").expect("FLOOR_HITS")).expect("per-cpu array");
-    hits.get(&0, 0).expect("slot 0").iter().sum()
 }
 
 fn main() {

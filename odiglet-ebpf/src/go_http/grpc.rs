@@ -169,7 +169,11 @@ extern "C" fn find_traceparent_field(index: u64, ctx: *mut c_void) -> i64 {
         let Ok(value) = read_user_at::<[u8; TRACEPARENT_VALUE_LEN]>(value_ptr, 0) else {
             return 1;
         };
-        scan.found = parse_traceparent(&value);
+        // Only a parsed context is stored: storing `None` lets LLVM write the payload from an
+        // uninitialized register, which the verifier refuses.
+        if let Some(context) = parse_traceparent(&value) {
+            scan.found = Some(context);
+        }
     }
     1
 }
@@ -223,7 +227,7 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
             &mut span.method_len,
             &mut flags,
         );
-        read_peer(transport, &off, span);
+        read_peer(transport, off, span);
     }
     span.header.flags = flags;
     #[expect(
@@ -291,7 +295,7 @@ fn try_status(ctx: &ProbeContext) -> Result<(), i32> {
     // for this run.
     unsafe {
         let proto = pointer_field(status, off.grpc_status_proto);
-        (*span).status_code = status_code(proto, &off);
+        (*span).status_code = status_code(proto, off);
     }
     Ok(())
 }
@@ -425,7 +429,7 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
             span.status_code = match unsafe { pointer_field(error, off.grpc_error_proto) } {
                 0 => GRPC_STATUS_UNKNOWN,
                 // SAFETY: as above.
-                proto => match unsafe { status_code(proto, &off) } {
+                proto => match unsafe { status_code(proto, off) } {
                     0 => GRPC_STATUS_UNKNOWN,
                     code => code,
                 },
@@ -458,7 +462,7 @@ fn try_stream_entry(ctx: &ProbeContext) -> Result<(), i32> {
     let transport = go_register(regs(ctx), 0);
     // SAFETY: user-memory reads along http2Client.conn -> *TCPConn -> *netFD -> *TCPAddr.
     let Some((local, remote)) =
-        (unsafe { connection_ports(transport, off.grpc_client_transport_conn, &off) })
+        (unsafe { connection_ports(transport, off.grpc_client_transport_conn, off) })
     else {
         return Ok(());
     };

@@ -30,8 +30,13 @@ pub fn privileged_go(name: &str) -> Option<(PathBuf, PathBuf)> {
 
 /// Builds the hello server with `go` in `dir`.
 pub fn build_go_server(go: &Path, dir: &Path) -> PathBuf {
+    build_go(go, dir, SERVER)
+}
+
+/// Builds the Go program `source` (standard library only) with `go` in `dir`.
+pub fn build_go(go: &Path, dir: &Path, source: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("bench dir");
-    std::fs::write(dir.join("main.go"), SERVER).expect("write main.go");
+    std::fs::write(dir.join("main.go"), source).expect("write main.go");
     std::fs::write(dir.join("go.mod"), "module example.com/hello\n\ngo 1.19\n").expect("go.mod");
     let out = dir.join("hello");
     let status = Command::new(go)

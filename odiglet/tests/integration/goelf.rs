@@ -201,16 +201,19 @@ fn dwarf_offsets_agree_with_the_table_and_stripped_binaries_use_it() {
 
 /// The header-map layout the Go probes assume (`odiglet_common::go::GO_BUCKET_*`,
 /// `GO_GROUP_*`) against the compiler's own types, in the binaries whose DWARF has them (the
-/// linker synthesizes them for some programs only: Go 1.19's and 1.25's here).
+/// linker synthesizes them for some programs only: Go 1.19's and 1.25's here), and the entry
+/// count they read first (`GO_MAP_COUNT`) against the runtime's map headers, in every binary.
 #[test]
 fn header_map_layout_constants_match_the_compilers_types() {
     use odiglet_common::go::{
         GO_BUCKET_ELEMS, GO_BUCKET_KEYS, GO_BUCKET_OVERFLOW, GO_GROUP_SLOT_ELEM,
-        GO_GROUP_SLOTS_OFFSET,
+        GO_GROUP_SLOTS_OFFSET, GO_MAP_COUNT,
     };
     const BUCKET: &str = "noalg.map.bucket[string][]string";
     const GROUP: &str = "noalg.map.group[string][]string";
     const SLOT: &str = "noalg.struct { key string; elem []string }";
+    const HMAP: &str = "runtime.hmap";
+    const SWISS_MAP: &str = "internal/runtime/maps.Map";
     let mut checked = Vec::new();
     let binaries = binaries();
     for (version, full, _) in &binaries {
@@ -223,11 +226,20 @@ fn header_map_layout_constants_match_the_compilers_types() {
                 (BUCKET, "overflow"),
                 (GROUP, "slots"),
                 (SLOT, "elem"),
+                (HMAP, "count"),
+                (SWISS_MAP, "used"),
             ],
         )
         .expect("DWARF reads")
         .expect("a binary with DWARF");
         let at = |structure, member| members.get(&(structure, member)).map(|o| *o as usize);
+        // The header of the map layout this version uses.
+        let count = if *version >= "1.24" {
+            at(SWISS_MAP, "used")
+        } else {
+            at(HMAP, "count")
+        };
+        assert_eq!(count, Some(GO_MAP_COUNT as usize), "go {version}");
         if let Some(keys) = at(BUCKET, "keys") {
             assert_eq!(keys, GO_BUCKET_KEYS, "go {version}");
             assert_eq!(at(BUCKET, "elems"), Some(GO_BUCKET_ELEMS), "go {version}");
