@@ -10,10 +10,9 @@
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Write},
     net::{TcpListener, TcpStream},
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -24,7 +23,7 @@ mod floor;
 mod go_arms;
 
 use floor::{attach_floor, floor_hits, floor_object};
-use go_arms::{Instrumented, Target, median};
+use go_arms::{Instrumented, median};
 use odiglet::instrument::{ALL_LIBRARIES, resolve_targets};
 
 const ROUNDS: usize = 5;
@@ -47,19 +46,7 @@ fn drive_bounded(port: u16, duration: Duration, max_requests: u64) -> (u64, Dura
     let mut done = 0u64;
     while start.elapsed() < duration && done < max_requests {
         writer.write_all(request.as_bytes()).expect("send");
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().expect("content length");
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).expect("read body");
+        go_arms::read_response(&mut reader);
         done += 1;
     }
     (done, start.elapsed())
@@ -83,18 +70,7 @@ fn main() {
         .local_addr()
         .expect("addr")
         .port();
-    let server = Target(
-        Command::new(&binary)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("server"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = go_arms::start_target(&binary, &[port.to_string()], port);
     let runtime = go_arms::runtime();
     let pid = server.0.id();
     let targets = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES)

@@ -13,17 +13,21 @@
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 #[path = "common/go.rs"]
+#[expect(
+    dead_code,
+    reason = "the keep-alive response reader serves the other Go benches"
+)]
 mod common;
 
 use std::{
     io::Read,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{Instrumented, Target, median};
+use common::{Instrumented, median};
 
 // The integration tests' PostgreSQL server and the support code it uses (at the crate root,
 // as `super::` in those files expects).
@@ -74,22 +78,6 @@ fn build(go: &Path, dir: &Path, main: &str, gopath: bool) -> PathBuf {
     let status = cmd.env("CGO_ENABLED", "0").status().expect("go build runs");
     assert!(status.success(), "go build failed");
     out
-}
-
-fn start(binary: &Path, args: &[String], port: u16) -> Target {
-    let target = Target(
-        Command::new(binary)
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("target"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "target did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    target
 }
 
 /// Runs `n` operations in the target (`GET <path>?n=`); returns operations per second.
@@ -158,7 +146,7 @@ fn main() {
         false,
     );
     let port = free_port();
-    let target = start(&sql, &[port.to_string()], port);
+    let target = common::start_target(&sql, &[port.to_string()], port);
     compare(
         "database/sql, no-op driver, Go 1.25",
         "queries",
@@ -179,7 +167,7 @@ fn main() {
     };
     let (grpc_port, http_port) = (free_port(), free_port());
     let args = [grpc_port.to_string(), http_port.to_string(), postgres.dsn()];
-    let target = start(&grpc, &args, http_port);
+    let target = common::start_target(&grpc, &args, http_port);
     compare(
         "database/sql, lib/pq to PostgreSQL (Unix socket), Go 1.19",
         "queries",

@@ -19,17 +19,16 @@
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Write},
     net::{TcpListener, TcpStream},
     num::NonZeroU32,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 #[allow(dead_code, reason = "this bench builds its own target")]
@@ -50,7 +49,7 @@ use aya::{
     sys::Stats,
 };
 use floor::{attach_floor, floor_object};
-use go_arms::{Target, median};
+use go_arms::median;
 use odiglet::instrument::{ALL_LIBRARIES, ProcessTargets, resolve_targets};
 use odiglet_common::go::GoOffsets;
 
@@ -262,22 +261,8 @@ fn drive(port: u16, shape: &Shape, count: u64) {
     );
     for _ in 0..count {
         writer.write_all(request.as_bytes()).expect("send");
-        let mut length = 0usize;
-        let mut status = String::new();
-        reader.read_line(&mut status).expect("status line");
+        let status = go_arms::read_response(&mut reader);
         assert!(status.contains(" 200 "), "request failed: {status}");
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().expect("content length");
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).expect("read body");
     }
 }
 
@@ -306,22 +291,6 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-fn start(binary: &Path, port: u16) -> Target {
-    let target = Target(
-        Command::new(binary)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("target"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "target did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    target
 }
 
 /// One object's measurements on one target.
@@ -432,7 +401,7 @@ fn bench_target(root: &Path, go: &Path, label: &str, compare: Option<&Path>) {
         TARGET,
     );
     let port = free_port();
-    let target = start(&binary, port);
+    let target = go_arms::start_target(&binary, &[port.to_string()], port);
     let pid = target.0.id();
     let targets = resolve_targets(Path::new("/proc"), pid, ALL_LIBRARIES)
         .expect("targets")

@@ -1,13 +1,17 @@
 //! Shared by the Go instrumentation benchmarks: the target process guard, the instrumented
-//! arm (real probes, real span reader into a counting sink) and medians.
+//! arm (real probes, real span reader into a counting sink), HTTP/1.1 responses read off a
+//! keep-alive connection, and medians.
 
 use std::{
+    io::BufRead,
+    net::TcpStream,
     path::Path,
-    process::Child,
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use odiglet::{
@@ -25,6 +29,43 @@ impl Drop for Target {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `binary` with `args` and waits until it listens on `port`.
+pub fn start_target(binary: &Path, args: &[String], port: u16) -> Target {
+    let target = Target(
+        Command::new(binary)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("target"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "target did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    target
+}
+
+/// Reads one response (headers, then a `Content-Length` body); returns its status line.
+pub fn read_response(reader: &mut impl BufRead) -> String {
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read header");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().expect("content length");
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).expect("read body");
+    status
 }
 
 /// Counts spans instead of exporting them: the bench measures the target, not the network.
