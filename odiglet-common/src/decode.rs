@@ -4,10 +4,16 @@ use core::fmt;
 
 use crate::{
     go::{
-        DbSpan, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT, GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT,
-        GO_SPAN_HTTP_SERVER, GrpcClientSpan, GrpcServerSpan, HttpClientSpan, HttpServerSpan,
+        DB_QUERY_LEN, DB_QUERY_OFFSET, DbSpan, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT,
+        GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GrpcClientSpan,
+        GrpcServerSpan, HTTP_CLIENT_STRINGS, HTTP_CLIENT_STRINGS_OFFSET, HTTP_SERVER_STRINGS,
+        HTTP_SERVER_STRINGS_OFFSET, HttpClientRecord, HttpClientSpan, HttpServerRecord,
+        HttpServerSpan, SpanHeader,
     },
-    lifecycle::{ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader},
+    lifecycle::{
+        ARGS_LEN, EXEC_ARGS_OFFSET, ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK,
+        ProcessHeader,
+    },
 };
 
 /// A decoded lifecycle record.
@@ -29,6 +35,8 @@ pub enum DecodeError {
     Truncated { kind: u32, len: usize, need: usize },
     /// The record's kind is not one this build knows.
     UnknownKind(u32),
+    /// A string length is larger than its field can hold.
+    StringTooLong { kind: u32, len: u16, cap: usize },
 }
 
 impl fmt::Display for DecodeError {
@@ -38,6 +46,12 @@ impl fmt::Display for DecodeError {
                 write!(f, "record of kind {kind} is {len} bytes, need {need}")
             }
             Self::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
+            Self::StringTooLong { kind, len, cap } => {
+                write!(
+                    f,
+                    "record of kind {kind} has a {len}-byte string for {cap} bytes"
+                )
+            }
         }
     }
 }
@@ -57,6 +71,14 @@ fn read_prefix<T: aya::Pod>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     // SAFETY: `bytes` holds at least `size_of::<T>()` bytes (checked above), `read_unaligned`
     // has no alignment requirement, and `T: Pod` makes any bit pattern a valid `T`.
     Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// A `T` from exactly its bytes (`None` for any other length).
+pub fn from_bytes<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() != core::mem::size_of::<T>() {
+        return None;
+    }
+    read_prefix(bytes, 0).ok()
 }
 
 /// The kind every record starts with (a native-endian `u32`).
@@ -85,7 +107,14 @@ pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
 pub fn decode_record(bytes: &[u8]) -> Result<LifecycleRecord, DecodeError> {
     let kind = record_kind(bytes)?;
     match kind {
-        PROCESS_EXEC => read_prefix::<ExecRecord>(bytes, kind).map(LifecycleRecord::Exec),
+        PROCESS_EXEC => read_trimmed(
+            bytes,
+            kind,
+            EXEC_ARGS_OFFSET,
+            ARGS_LEN,
+            |exec: &ExecRecord| exec.args_len,
+        )
+        .map(LifecycleRecord::Exec),
         PROCESS_FORK => read_prefix::<ProcessHeader>(bytes, kind).map(LifecycleRecord::Fork),
         PROCESS_EXIT => read_prefix::<ProcessHeader>(bytes, kind).map(LifecycleRecord::Exit),
         other => Err(DecodeError::UnknownKind(other)),
@@ -106,13 +135,245 @@ pub enum GoSpanRecord {
 pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
     let kind = record_kind(bytes)?;
     match kind {
-        GO_SPAN_HTTP_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::HttpServer),
-        GO_SPAN_HTTP_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::HttpClient),
-        GO_SPAN_DB => read_prefix(bytes, kind).map(GoSpanRecord::Db),
+        GO_SPAN_HTTP_SERVER => decode_http_server(bytes).map(GoSpanRecord::HttpServer),
+        GO_SPAN_HTTP_CLIENT => decode_http_client(bytes).map(GoSpanRecord::HttpClient),
+        GO_SPAN_DB => decode_db(bytes).map(GoSpanRecord::Db),
         GO_SPAN_GRPC_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::GrpcServer),
         GO_SPAN_GRPC_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::GrpcClient),
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// An [`HttpServerSpan`]'s strings as (length, buffer), in `HTTP_SERVER_*` index order.
+fn http_server_strings(span: &mut HttpServerSpan) -> [(&mut u16, &mut [u8]); HTTP_SERVER_STRINGS] {
+    [
+        (&mut span.method_len, &mut span.method),
+        (&mut span.path_len, &mut span.path),
+        (&mut span.host_len, &mut span.host),
+        (&mut span.remote_addr_len, &mut span.remote_addr),
+        (&mut span.proto_len, &mut span.proto),
+        (&mut span.route_len, &mut span.route),
+    ]
+}
+
+/// An [`HttpClientSpan`]'s strings as (length, buffer), in `HTTP_CLIENT_*` index order.
+fn http_client_strings(span: &mut HttpClientSpan) -> [(&mut u16, &mut [u8]); HTTP_CLIENT_STRINGS] {
+    [
+        (&mut span.method_len, &mut span.method),
+        (&mut span.scheme_len, &mut span.scheme),
+        (&mut span.host_len, &mut span.host),
+        (&mut span.path_len, &mut span.path),
+        (&mut span.proto_len, &mut span.proto),
+    ]
+}
+
+/// The fields of a packed record before its strings.
+struct PackedFixed<const K: usize> {
+    header: SpanHeader,
+    status_code: u32,
+    lens: [u16; K],
+}
+
+/// Reads a packed record's fixed fields, which sit where [`HttpServerRecord`] and
+/// [`HttpClientRecord`] both put them.
+fn read_packed_fixed<const K: usize>(
+    bytes: &[u8],
+    kind: u32,
+    strings_offset: usize,
+) -> Result<PackedFixed<K>, DecodeError> {
+    if bytes.len() < strings_offset {
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            need: strings_offset,
+        });
+    }
+    let header = read_prefix::<SpanHeader>(bytes, kind)?;
+    let at = size_of::<SpanHeader>();
+    let status_code = read_prefix::<u32>(&bytes[at..], kind)?;
+    let lens = read_prefix::<[u16; K]>(&bytes[at + 4..], kind)?;
+    Ok(PackedFixed {
+        header,
+        status_code,
+        lens,
+    })
+}
+
+/// Copies the strings packed after `offset` into their buffers.
+fn unpack_strings<const K: usize>(
+    bytes: &[u8],
+    kind: u32,
+    offset: usize,
+    lens: &[u16; K],
+    fields: [(&mut u16, &mut [u8]); K],
+) -> Result<(), DecodeError> {
+    let mut at = offset;
+    for ((len_field, buffer), &len) in fields.into_iter().zip(lens) {
+        let n = usize::from(len);
+        if n > buffer.len() {
+            return Err(DecodeError::StringTooLong {
+                kind,
+                len,
+                cap: buffer.len(),
+            });
+        }
+        let Some(value) = bytes.get(at..at + n) else {
+            return Err(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+                need: at + n,
+            });
+        };
+        buffer[..n].copy_from_slice(value);
+        *len_field = len;
+        at += n;
+    }
+    Ok(())
+}
+
+fn decode_http_server(bytes: &[u8]) -> Result<HttpServerSpan, DecodeError> {
+    let kind = GO_SPAN_HTTP_SERVER;
+    let fixed = read_packed_fixed(bytes, kind, HTTP_SERVER_STRINGS_OFFSET)?;
+    // SAFETY: all-zero bytes are a valid HttpServerSpan (plain integers and arrays).
+    let mut span: HttpServerSpan = unsafe { core::mem::zeroed() };
+    span.header = fixed.header;
+    span.status_code = fixed.status_code;
+    let strings = http_server_strings(&mut span);
+    unpack_strings(
+        bytes,
+        kind,
+        HTTP_SERVER_STRINGS_OFFSET,
+        &fixed.lens,
+        strings,
+    )?;
+    Ok(span)
+}
+
+fn decode_http_client(bytes: &[u8]) -> Result<HttpClientSpan, DecodeError> {
+    let kind = GO_SPAN_HTTP_CLIENT;
+    let fixed = read_packed_fixed(bytes, kind, HTTP_CLIENT_STRINGS_OFFSET)?;
+    // SAFETY: all-zero bytes are a valid HttpClientSpan.
+    let mut span: HttpClientSpan = unsafe { core::mem::zeroed() };
+    span.header = fixed.header;
+    span.status_code = fixed.status_code;
+    let strings = http_client_strings(&mut span);
+    unpack_strings(
+        bytes,
+        kind,
+        HTTP_CLIENT_STRINGS_OFFSET,
+        &fixed.lens,
+        strings,
+    )?;
+    Ok(span)
+}
+
+/// Reads a record that ends after its last field's bytes (`tail_offset` plus the length
+/// `tail_len` gives, at most `cap`): the part of `T` not sent reads as zeros.
+fn read_trimmed<T: aya::Pod>(
+    bytes: &[u8],
+    kind: u32,
+    tail_offset: usize,
+    cap: usize,
+    tail_len: impl Fn(&T) -> u16,
+) -> Result<T, DecodeError> {
+    if bytes.len() < tail_offset {
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            need: tail_offset,
+        });
+    }
+    let sent = bytes.len().min(size_of::<T>());
+    // SAFETY: all-zero bytes are a valid `T: Pod`.
+    let mut value: T = unsafe { core::mem::zeroed() };
+    // SAFETY: `sent <= size_of::<T>()` bytes into `value`, from `bytes`, which has them; any
+    // bit pattern is a valid `T: Pod`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut value).cast::<u8>(), sent);
+    }
+    let len = tail_len(&value);
+    if usize::from(len) > cap {
+        return Err(DecodeError::StringTooLong { kind, len, cap });
+    }
+    let need = tail_offset + usize::from(len);
+    if bytes.len() < need {
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            need,
+        });
+    }
+    Ok(value)
+}
+
+/// A `DbSpan` record ends after its query.
+fn decode_db(bytes: &[u8]) -> Result<DbSpan, DecodeError> {
+    read_trimmed(
+        bytes,
+        GO_SPAN_DB,
+        DB_QUERY_OFFSET,
+        DB_QUERY_LEN,
+        |span: &DbSpan| span.query_len,
+    )
+}
+
+/// Packs strings into a record's string area in index order; returns the bytes used.
+fn pack_strings<const K: usize>(
+    fields: [(&mut u16, &mut [u8]); K],
+    lens: &mut [u16; K],
+    area: &mut [u8],
+) -> usize {
+    let mut at = 0;
+    for ((len_field, buffer), len) in fields.into_iter().zip(lens) {
+        let n = usize::from(*len_field).min(buffer.len());
+        area[at..at + n].copy_from_slice(&buffer[..n]);
+        *len = n as u16;
+        at += n;
+    }
+    at
+}
+
+/// The record the probe submits for `span` and the bytes of it that go on the ring: the
+/// inverse of the decoder, for code that synthesizes ring-buffer records (tests, benchmarks).
+pub fn pack_http_server(span: &HttpServerSpan) -> (HttpServerRecord, usize) {
+    let mut record = HttpServerRecord {
+        header: span.header,
+        status_code: span.status_code,
+        lens: [0; HTTP_SERVER_STRINGS],
+        strings: [0; crate::go::HTTP_SERVER_STRINGS_LEN],
+    };
+    let mut span = *span;
+    let used = pack_strings(
+        http_server_strings(&mut span),
+        &mut record.lens,
+        &mut record.strings,
+    );
+    (record, HTTP_SERVER_STRINGS_OFFSET + used)
+}
+
+/// As [`pack_http_server`], for a client span.
+pub fn pack_http_client(span: &HttpClientSpan) -> (HttpClientRecord, usize) {
+    let mut record = HttpClientRecord {
+        header: span.header,
+        status_code: span.status_code,
+        lens: [0; HTTP_CLIENT_STRINGS],
+        reserved: 0,
+        strings: [0; crate::go::HTTP_CLIENT_STRINGS_LEN],
+    };
+    let mut span = *span;
+    let used = pack_strings(
+        http_client_strings(&mut span),
+        &mut record.lens,
+        &mut record.strings,
+    );
+    (record, HTTP_CLIENT_STRINGS_OFFSET + used)
+}
+
+/// As [`pack_http_server`], for a `database/sql` span: the record ends after its query.
+pub fn pack_db(span: &DbSpan) -> (DbSpan, usize) {
+    let mut record = *span;
+    record.query_len = record.query_len.min(DB_QUERY_LEN as u16);
+    (record, DB_QUERY_OFFSET + usize::from(record.query_len))
 }
 
 #[cfg(test)]
@@ -161,6 +422,23 @@ mod tests {
             decode_record(bytes_of(&exec)).unwrap(),
             LifecycleRecord::Exec(exec)
         );
+        // The probe sends the record up to its last argument byte.
+        exec.args[..8].copy_from_slice(b"true\0-v\0");
+        exec.args_len = 8;
+        let sent = &bytes_of(&exec)[..EXEC_ARGS_OFFSET + 8];
+        assert_eq!(decode_record(sent).unwrap(), LifecycleRecord::Exec(exec));
+        assert!(matches!(
+            decode_record(&sent[..sent.len() - 1]),
+            Err(DecodeError::Truncated { kind: PROCESS_EXEC, need, .. }) if need == sent.len()
+        ));
+        exec.args_len = ARGS_LEN as u16 + 1;
+        assert!(matches!(
+            decode_record(bytes_of(&exec)),
+            Err(DecodeError::StringTooLong {
+                kind: PROCESS_EXEC,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -193,34 +471,155 @@ mod tests {
         );
     }
 
-    #[test]
-    fn decodes_go_spans_and_refuses_short_ones() {
-        use crate::go::{SpanContext, SpanHeader};
-        let header = SpanHeader {
-            kind: GO_SPAN_HTTP_SERVER,
+    fn span_header(kind: u32) -> crate::go::SpanHeader {
+        crate::go::SpanHeader {
+            kind,
             pid: 9,
             flags: 0,
             reserved: 0,
             start_boot_ns: 1,
             end_boot_ns: 2,
             goroutine: 0xc000,
-            context: SpanContext::default(),
-            parent: SpanContext::default(),
-        };
+            context: crate::go::SpanContext::default(),
+            parent: crate::go::SpanContext::default(),
+        }
+    }
+
+    fn set(buffer: &mut [u8], len: &mut u16, value: &[u8]) {
+        buffer[..value.len()].copy_from_slice(value);
+        *len = value.len() as u16;
+    }
+
+    fn server_span() -> HttpServerSpan {
         // SAFETY: all-zero bytes are a valid HttpServerSpan (plain integers and arrays).
         let mut span: HttpServerSpan = unsafe { core::mem::zeroed() };
-        span.header = header;
+        span.header = span_header(GO_SPAN_HTTP_SERVER);
         span.status_code = 204;
-        let bytes = bytes_of(&span);
-        assert_eq!(decode_go_span(bytes), Ok(GoSpanRecord::HttpServer(span)));
+        set(&mut span.method, &mut span.method_len, b"GET");
+        set(&mut span.path, &mut span.path_len, b"/users/7");
+        set(&mut span.route, &mut span.route_len, b"/users/{id}");
+        set(&mut span.host, &mut span.host_len, b"api:8080");
+        set(
+            &mut span.remote_addr,
+            &mut span.remote_addr_len,
+            b"10.0.0.2:5123",
+        );
+        set(&mut span.proto, &mut span.proto_len, b"HTTP/1.1");
+        span
+    }
+
+    /// The ring bytes of a packed record.
+    fn wire<T: aya::Pod>(record: &T, len: usize) -> &[u8] {
+        &bytes_of(record)[..len]
+    }
+
+    #[test]
+    fn packed_server_records_carry_only_their_strings_and_decode_back() {
+        let span = server_span();
+        let (record, len) = pack_http_server(&span);
+        let strings = 3 + 8 + 8 + 13 + 8 + 11;
+        assert_eq!(len, HTTP_SERVER_STRINGS_OFFSET + strings);
+        // Index order: method, path, host, remote address, proto, route.
+        assert_eq!(
+            &record.strings[..strings],
+            b"GET/users/7api:808010.0.0.2:5123HTTP/1.1/users/{id}"
+        );
+        assert_eq!(
+            decode_go_span(wire(&record, len)),
+            Ok(GoSpanRecord::HttpServer(span))
+        );
+        // The whole record (what a probe cutting nothing would send) decodes the same.
+        assert_eq!(
+            decode_go_span(bytes_of(&record)),
+            Ok(GoSpanRecord::HttpServer(span))
+        );
+    }
+
+    #[test]
+    fn packed_client_records_decode_back() {
+        // SAFETY: all-zero bytes are a valid HttpClientSpan.
+        let mut span: HttpClientSpan = unsafe { core::mem::zeroed() };
+        span.header = span_header(GO_SPAN_HTTP_CLIENT);
+        span.status_code = 503;
+        set(&mut span.method, &mut span.method_len, b"POST");
+        set(&mut span.scheme, &mut span.scheme_len, b"http");
+        set(&mut span.host, &mut span.host_len, b"backend:80");
+        set(
+            &mut span.path,
+            &mut span.path_len,
+            &[b'p'; crate::go::HTTP_PATH_LEN],
+        );
+        let (record, len) = pack_http_client(&span);
+        assert_eq!(
+            len,
+            HTTP_CLIENT_STRINGS_OFFSET + 4 + 4 + 10 + crate::go::HTTP_PATH_LEN
+        );
+        assert_eq!(
+            decode_go_span(wire(&record, len)),
+            Ok(GoSpanRecord::HttpClient(span))
+        );
+    }
+
+    #[test]
+    fn db_records_end_after_their_query() {
+        // SAFETY: all-zero bytes are a valid DbSpan.
+        let mut span: DbSpan = unsafe { core::mem::zeroed() };
+        span.header = span_header(GO_SPAN_DB);
+        span.db_system = crate::go::DB_SYSTEM_POSTGRESQL;
+        set(&mut span.query, &mut span.query_len, b"SELECT 1");
+        let (record, len) = pack_db(&span);
+        assert_eq!(len, DB_QUERY_OFFSET + 8);
+        assert_eq!(
+            decode_go_span(wire(&record, len)),
+            Ok(GoSpanRecord::Db(span))
+        );
         assert!(matches!(
-            decode_go_span(&bytes[..100]),
+            decode_go_span(wire(&record, len - 1)),
             Err(DecodeError::Truncated {
-                kind: GO_SPAN_HTTP_SERVER,
+                kind: GO_SPAN_DB,
                 ..
             })
         ));
-        let mut other = span;
+        span.query_len = DB_QUERY_LEN as u16 + 1;
+        assert!(matches!(
+            decode_go_span(bytes_of(&span)),
+            Err(DecodeError::StringTooLong {
+                kind: GO_SPAN_DB,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn packed_records_with_lengths_beyond_their_bytes_or_buffers_are_refused() {
+        let (mut record, len) = pack_http_server(&server_span());
+        for cut in [0, 4, HTTP_SERVER_STRINGS_OFFSET - 1, len - 1] {
+            assert!(
+                matches!(
+                    decode_go_span(wire(&record, cut)),
+                    Err(DecodeError::Truncated { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        // A method length past the method buffer, though the area would hold it.
+        record.lens[crate::go::HTTP_SERVER_METHOD] = crate::go::HTTP_METHOD_LEN as u16 + 1;
+        assert_eq!(
+            decode_go_span(bytes_of(&record)),
+            Err(DecodeError::StringTooLong {
+                kind: GO_SPAN_HTTP_SERVER,
+                len: crate::go::HTTP_METHOD_LEN as u16 + 1,
+                cap: crate::go::HTTP_METHOD_LEN,
+            })
+        );
+        // Lengths that each fit their buffer but together run past the record.
+        record.lens = [16, 256, 128, 128, 64, 16];
+        record.lens[crate::go::HTTP_SERVER_ROUTE] = 128;
+        assert!(matches!(
+            decode_go_span(wire(&record, len)),
+            Err(DecodeError::Truncated { .. })
+        ));
+        let mut other = record;
         other.header.kind = 99;
         assert_eq!(
             decode_go_span(bytes_of(&other)),

@@ -1,8 +1,12 @@
 //! Go instrumentation: span records the Go probes emit, the per-process struct offsets user
 //! space hands them, and the sizes both sides agree on.
 //!
-//! Strings are copied into fixed buffers with an explicit length; a length equal to the
-//! buffer size means the value may have been cut (`SPAN_FLAG_TRUNCATED`).
+//! Strings are copied with an explicit length and a cap per field; a length equal to the cap
+//! means the value may have been cut (`SPAN_FLAG_TRUNCATED`). The `net/http` probes submit
+//! packed records ([`HttpServerRecord`], [`HttpClientRecord`]: the strings back to back, the
+//! record cut after the last) and `database/sql` cuts [`DbSpan`] after its query, so a span
+//! costs the ring its actual bytes (about 200 for a typical request) rather than its largest
+//! form (728); user space decodes them into the fixed-buffer span types.
 
 /// `SpanHeader::kind`: a `net/http` server request (`serverHandler.ServeHTTP`).
 pub const GO_SPAN_HTTP_SERVER: u32 = 1;
@@ -87,7 +91,7 @@ pub struct SpanHeader {
     pub parent: SpanContext,
 }
 
-/// A `net/http` server span.
+/// A `net/http` server span, decoded (the probe submits an [`HttpServerRecord`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpServerSpan {
@@ -113,7 +117,7 @@ pub struct HttpServerSpan {
     pub proto: [u8; HTTP_PROTO_LEN],
 }
 
-/// A `net/http` client span.
+/// A `net/http` client span, decoded (the probe submits an [`HttpClientRecord`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpClientSpan {
@@ -137,7 +141,67 @@ pub struct HttpClientSpan {
     pub proto: [u8; HTTP_PROTO_LEN],
 }
 
-/// A `database/sql` client span: one query or exec.
+/// Strings of an [`HttpServerRecord`], by index: the order its string area holds them in.
+pub const HTTP_SERVER_METHOD: usize = 0;
+pub const HTTP_SERVER_PATH: usize = 1;
+pub const HTTP_SERVER_HOST: usize = 2;
+pub const HTTP_SERVER_REMOTE_ADDR: usize = 3;
+pub const HTTP_SERVER_PROTO: usize = 4;
+/// Last: the route is read at the return, after the others.
+pub const HTTP_SERVER_ROUTE: usize = 5;
+pub const HTTP_SERVER_STRINGS: usize = 6;
+pub const HTTP_SERVER_STRINGS_LEN: usize = HTTP_METHOD_LEN
+    + HTTP_PATH_LEN
+    + HTTP_HOST_LEN
+    + HTTP_ADDR_LEN
+    + HTTP_PROTO_LEN
+    + HTTP_ROUTE_LEN;
+
+/// A `net/http` server span as the probe submits it: [`HttpServerSpan`]'s fields with its
+/// strings packed. The record on the ring ends after the last string's bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpServerRecord {
+    pub header: SpanHeader,
+    pub status_code: u32,
+    /// Bytes of each string, indexed by `HTTP_SERVER_*`.
+    pub lens: [u16; HTTP_SERVER_STRINGS],
+    /// The strings back to back in index order, each cut to its `HttpServerSpan` buffer.
+    pub strings: [u8; HTTP_SERVER_STRINGS_LEN],
+}
+
+/// Strings of an [`HttpClientRecord`], by index.
+pub const HTTP_CLIENT_METHOD: usize = 0;
+pub const HTTP_CLIENT_SCHEME: usize = 1;
+pub const HTTP_CLIENT_HOST: usize = 2;
+pub const HTTP_CLIENT_PATH: usize = 3;
+/// Last: the response's proto is read at the return.
+pub const HTTP_CLIENT_PROTO: usize = 4;
+pub const HTTP_CLIENT_STRINGS: usize = 5;
+pub const HTTP_CLIENT_STRINGS_LEN: usize =
+    HTTP_METHOD_LEN + HTTP_SCHEME_LEN + HTTP_HOST_LEN + HTTP_PATH_LEN + HTTP_PROTO_LEN;
+
+/// A `net/http` client span as the probe submits it: [`HttpClientSpan`]'s fields with its
+/// strings packed, the record ending after the last string's bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpClientRecord {
+    pub header: SpanHeader,
+    pub status_code: u32,
+    /// Bytes of each string, indexed by `HTTP_CLIENT_*`.
+    pub lens: [u16; HTTP_CLIENT_STRINGS],
+    pub reserved: u16,
+    pub strings: [u8; HTTP_CLIENT_STRINGS_LEN],
+}
+
+/// Where a packed record's strings start: the bytes a record has before its strings.
+pub const HTTP_SERVER_STRINGS_OFFSET: usize = core::mem::offset_of!(HttpServerRecord, strings);
+pub const HTTP_CLIENT_STRINGS_OFFSET: usize = core::mem::offset_of!(HttpClientRecord, strings);
+/// The bytes of a [`DbSpan`] record before its query (the record ends after the query).
+pub const DB_QUERY_OFFSET: usize = core::mem::offset_of!(DbSpan, query);
+
+/// A `database/sql` client span: one query or exec. Its record on the ring ends after the
+/// query's bytes ([`DB_QUERY_OFFSET`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DbSpan {
@@ -275,7 +339,7 @@ pub struct GoroutineKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerCall {
-    pub span: HttpServerSpan,
+    pub span: HttpServerRecord,
     /// `*http.Request`.
     pub request: u64,
     /// The `*http.response` behind the `ResponseWriter` interface.
@@ -286,7 +350,7 @@ pub struct ServerCall {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientCall {
-    pub span: HttpClientSpan,
+    pub span: HttpClientRecord,
     /// `*http.Request`.
     pub request: u64,
 }
@@ -417,9 +481,15 @@ const _: () = assert!(core::mem::size_of::<GrpcServerSpan>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GrpcClientSpan>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () =
-    assert!(core::mem::size_of::<ServerCall>() == core::mem::size_of::<HttpServerSpan>() + 16);
+    assert!(core::mem::size_of::<HttpServerRecord>() == 104 + 4 + 6 * 2 + HTTP_SERVER_STRINGS_LEN);
 const _: () =
-    assert!(core::mem::size_of::<ClientCall>() == core::mem::size_of::<HttpClientSpan>() + 8);
+    assert!(core::mem::size_of::<HttpClientRecord>() == 104 + 4 + 6 * 2 + HTTP_CLIENT_STRINGS_LEN);
+const _: () = assert!(core::mem::size_of::<HttpServerRecord>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<HttpClientRecord>().is_multiple_of(8));
+const _: () =
+    assert!(core::mem::size_of::<ServerCall>() == core::mem::size_of::<HttpServerRecord>() + 16);
+const _: () =
+    assert!(core::mem::size_of::<ClientCall>() == core::mem::size_of::<HttpClientRecord>() + 8);
 const _: () = assert!(core::mem::size_of::<HttpServerSpan>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<HttpClientSpan>().is_multiple_of(8));
 
@@ -427,7 +497,8 @@ const _: () = assert!(core::mem::size_of::<HttpClientSpan>().is_multiple_of(8));
 mod pod {
     use super::{
         ClientCall, DbSpan, GoOffsets, GoroutineKey, GrpcClientSpan, GrpcServerSpan,
-        HttpClientSpan, HttpServerSpan, ServerCall, SpanContext, SpanHeader,
+        HttpClientRecord, HttpClientSpan, HttpServerRecord, HttpServerSpan, ServerCall,
+        SpanContext, SpanHeader,
     };
 
     // SAFETY: `#[repr(C)]`, integers and integer arrays only, no padding (sizes asserted
@@ -439,6 +510,10 @@ mod pod {
     unsafe impl aya::Pod for HttpServerSpan {}
     // SAFETY: as above.
     unsafe impl aya::Pod for HttpClientSpan {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HttpServerRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HttpClientRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for GoOffsets {}
     // SAFETY: as above.

@@ -17,4 +17,5 @@ mod decode;
 #[cfg(feature = "user")]
 pub use decode::{
     DecodeError, GoSpanRecord, LifecycleRecord, bytes_of, decode_go_span, decode_record,
+    from_bytes, pack_db, pack_http_client, pack_http_server,
 };

@@ -78,6 +78,10 @@ pub struct ExecRecord {
     pub args: [u8; ARGS_LEN],
 }
 
+/// The bytes of an [`ExecRecord`] before its arguments: a record on the ring ends after its
+/// `args_len` argument bytes.
+pub const EXEC_ARGS_OFFSET: usize = core::mem::offset_of!(ExecRecord, args);
+
 /// Offsets into kernel structures, resolved by user space from the running kernel's BTF and
 /// handed to the probe at load time: Rust eBPF has no CO-RE relocations, so this is our CO-RE.
 #[repr(C)]

@@ -41,19 +41,24 @@ use odiglet_common::go::{
     GO_LIBRARY_HTTP_CLIENT, GO_LIBRARY_HTTP_PROPAGATION, GO_LIBRARY_HTTP_SERVER, GO_MAP_COUNT,
     GO_MAP_SLOTS, GO_OUTGOING_MAX, GO_PROCESSES_MAX, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER,
     GoOffsets, GoroutineKey, HEADER_MAP_BUCKETS_MAX, HEADER_MAP_GROUPS_MAX, HEADER_MAP_TABLES_MAX,
-    HttpClientSpan, HttpServerSpan, OFFSET_NONE, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
+    HTTP_ADDR_LEN, HTTP_CLIENT_HOST, HTTP_CLIENT_METHOD, HTTP_CLIENT_PATH, HTTP_CLIENT_PROTO,
+    HTTP_CLIENT_SCHEME, HTTP_CLIENT_STRINGS_OFFSET, HTTP_HOST_LEN, HTTP_METHOD_LEN, HTTP_PATH_LEN,
+    HTTP_PROTO_LEN, HTTP_ROUTE_LEN, HTTP_SCHEME_LEN, HTTP_SERVER_HOST, HTTP_SERVER_METHOD,
+    HTTP_SERVER_PATH, HTTP_SERVER_PROTO, HTTP_SERVER_REMOTE_ADDR, HTTP_SERVER_ROUTE,
+    HTTP_SERVER_STRINGS_OFFSET, OFFSET_NONE, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
     SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, ServerCall, SpanContext, SpanHeader,
     TRACEPARENT_HEADER_LEN, TRACEPARENT_HPACK_LEN, connection_key,
 };
 use odiglet_common::traceparent::{TRACEPARENT_VALUE_LEN, parse_traceparent};
-use odiglet_ebpf::{
-    go_register, goroutine, random_u64, read_go_bytes, read_go_string, read_user_at,
-};
+use odiglet_ebpf::{go_register, goroutine, random_u64, read_go_string, read_user_at};
+use packed::StringWriter;
 use snapshot::{MAP_BYTES, REQUEST_BYTES, SLOT_MAP, SLOT_REQUEST, SLOT_URL, Snapshot, URL_BYTES};
 
 // The crate root's modules resolve beside it: keep the Go probes together under go_http/.
 #[path = "go_http/grpc.rs"]
 mod grpc;
+#[path = "go_http/packed.rs"]
+mod packed;
 #[path = "go_http/snapshot.rs"]
 mod snapshot;
 #[path = "go_http/sql.rs"]
@@ -103,16 +108,24 @@ fn count(index: u32) {
 }
 
 /// A submit wakes the reader once unread data passes `ring size >> WAKEUP_SHIFT` (1/8 of the
-/// ring: 128 KiB of a 1 MiB ring, about 180 server spans). Below that, spans wait for the
+/// ring: 64 KiB of the default 512 KiB, about 350 typical server spans). Below that, spans wait for the
 /// reader's timer (`odiglet::ring::DRAIN_INTERVAL`), so a busy server pays no wakeup (irq_work,
 /// epoll wake, context switch) per span, and the 7/8 left absorb bursts while the woken reader
 /// gets scheduled. Relative to the ring's actual size, so it holds whatever size user space set.
 const WAKEUP_SHIFT: u64 = 3;
 
-/// Copies a finished span into `GO_SPANS`, waking the reader only when the ring is filling up.
-/// Every span submit goes through here; a full ring is counted.
+/// Copies the first `len` bytes of a finished span record into `GO_SPANS` (a packed record
+/// ends after its strings), waking the reader only when the ring is filling up. Every span
+/// submit goes through here; a full ring is counted.
 #[inline(always)]
-fn submit_span<T>(span: &T) {
+fn submit_record<T>(record: &T, len: usize) {
+    let len = if len > size_of::<T>() {
+        size_of::<T>()
+    } else {
+        len
+    };
+    // SAFETY: `len` bytes of `record`, which has at least that many; plain data.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), len) };
     let unread = GO_SPANS.query(u64::from(BPF_RB_AVAIL_DATA));
     let size = GO_SPANS.query(u64::from(BPF_RB_RING_SIZE));
     let flags = if unread >= size >> WAKEUP_SHIFT {
@@ -120,9 +133,15 @@ fn submit_span<T>(span: &T) {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if GO_SPANS.output::<T>(span, u64::from(flags)).is_err() {
+    if GO_SPANS.output::<[u8]>(bytes, u64::from(flags)).is_err() {
         count(GO_COUNTER_RINGBUF_FULL);
     }
+}
+
+/// Submits a whole span record.
+#[inline(always)]
+fn submit_span<T>(span: &T) {
+    submit_record(span, size_of::<T>());
 }
 
 fn regs(ctx: &ProbeContext) -> &pt_regs {
@@ -239,34 +258,6 @@ unsafe fn copy_string_field<const N: usize>(
     }
 }
 
-/// Copies the Go string whose header a [`Snapshot`] gave (nothing for `None`); sets
-/// `SPAN_FLAG_TRUNCATED` when cut.
-///
-/// # Safety
-/// As `read_go_bytes`.
-#[inline(always)]
-unsafe fn copy_string<const N: usize>(
-    header: Option<(u64, u64)>,
-    dst: &mut [u8; N],
-    len: &mut u16,
-    flags: &mut u32,
-) {
-    *len = 0;
-    let Some((ptr, n)) = header else {
-        return;
-    };
-    // SAFETY: forwarded contract.
-    match unsafe { read_go_bytes(ptr, n, dst) } {
-        Ok((n, truncated)) => {
-            *len = n;
-            if truncated {
-                *flags |= SPAN_FLAG_TRUNCATED;
-            }
-        }
-        Err(_) => count(GO_COUNTER_READ_FAILED),
-    }
-}
-
 /// Reads a pointer field; nil when the field does not exist or the read fails.
 ///
 /// # Safety
@@ -313,44 +304,35 @@ fn try_server_entry(ctx: &ProbeContext) -> Result<(), i32> {
     }
     span.header.context = new_context(parent.map(|p| p.trace_id));
 
-    let mut flags = span.header.flags;
+    let mut strings = StringWriter::new(&mut span.lens, &mut span.strings);
     // SAFETY: user-memory reads of the request the probed function received.
     unsafe {
-        copy_string(
+        strings.push(
+            HTTP_SERVER_METHOD,
+            HTTP_METHOD_LEN,
             req.string(off.request_method),
-            &mut span.method,
-            &mut span.method_len,
-            &mut flags,
-        );
-        copy_string(
-            req.string(off.request_host),
-            &mut span.host,
-            &mut span.host_len,
-            &mut flags,
-        );
-        copy_string(
-            req.string(off.request_remote_addr),
-            &mut span.remote_addr,
-            &mut span.remote_addr_len,
-            &mut flags,
-        );
-        copy_string(
-            req.string(off.request_proto),
-            &mut span.proto,
-            &mut span.proto_len,
-            &mut flags,
         );
         let url = req.word(off.request_url).unwrap_or(0);
-        copy_string_field(
-            url,
-            off.url_path,
-            &mut span.path,
-            &mut span.path_len,
-            &mut flags,
+        strings.push_field(HTTP_SERVER_PATH, HTTP_PATH_LEN, url, off.url_path);
+        strings.push(
+            HTTP_SERVER_HOST,
+            HTTP_HOST_LEN,
+            req.string(off.request_host),
+        );
+        strings.push(
+            HTTP_SERVER_REMOTE_ADDR,
+            HTTP_ADDR_LEN,
+            req.string(off.request_remote_addr),
+        );
+        strings.push(
+            HTTP_SERVER_PROTO,
+            HTTP_PROTO_LEN,
+            req.string(off.request_proto),
         );
     }
-    span.header.flags = flags;
-    span.route_len = 0;
+    if strings.finish().1 {
+        span.header.flags |= SPAN_FLAG_TRUNCATED;
+    }
     span.status_code = 0;
     insert_call(&SERVER_CALLS, &key, call)
 }
@@ -389,7 +371,8 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
     if let Some(off) = offsets_for(key.pid, GO_LIBRARY_HTTP_SERVER) {
         let span = &mut call.span;
         span.header.end_boot_ns = now();
-        let mut flags = span.header.flags;
+        let mut strings =
+            StringWriter::resume(&mut span.lens, &mut span.strings, HTTP_SERVER_ROUTE);
         // SAFETY: user-memory reads of the objects the call received.
         unsafe {
             if off.response_status != OFFSET_NONE && call.response != 0 {
@@ -400,26 +383,22 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
             }
             // ServeMux sets the pattern while routing, so it is read on the way out.
             if off.request_pattern != OFFSET_NONE {
-                copy_string_field(
+                strings.push_field(
+                    HTTP_SERVER_ROUTE,
+                    HTTP_ROUTE_LEN,
                     call.request,
                     off.request_pattern,
-                    &mut span.route,
-                    &mut span.route_len,
-                    &mut flags,
                 );
             } else {
                 let pattern = pointer_field(call.request, off.request_pat);
-                copy_string_field(
-                    pattern,
-                    off.pattern_str,
-                    &mut span.route,
-                    &mut span.route_len,
-                    &mut flags,
-                );
+                strings.push_field(HTTP_SERVER_ROUTE, HTTP_ROUTE_LEN, pattern, off.pattern_str);
             }
         }
-        span.header.flags = flags;
-        submit_span::<HttpServerSpan>(&call.span);
+        let (used, truncated) = strings.finish();
+        if truncated {
+            span.header.flags |= SPAN_FLAG_TRUNCATED;
+        }
+        submit_record(span, HTTP_SERVER_STRINGS_OFFSET + used);
     }
     let _ = SERVER_CALLS.remove(key);
     Ok(())
@@ -447,39 +426,28 @@ fn try_client_entry(ctx: &ProbeContext) -> Result<(), i32> {
     init_header(&mut span.header, GO_SPAN_HTTP_CLIENT, &key);
     join_active_span(&mut span.header, &key);
 
-    let mut flags = span.header.flags;
     let req = Snapshot::<REQUEST_BYTES>::take(SLOT_REQUEST, call.request).ok_or(-1)?;
     let url = Snapshot::<URL_BYTES>::take(SLOT_URL, req.word(off.request_url).unwrap_or(0));
     let url_string = |offset| url.as_ref().and_then(|url| url.string(offset));
+    let mut strings = StringWriter::new(&mut span.lens, &mut span.strings);
     // SAFETY: user-memory reads of the request the probed function received.
     unsafe {
-        copy_string(
+        strings.push(
+            HTTP_CLIENT_METHOD,
+            HTTP_METHOD_LEN,
             req.string(off.request_method),
-            &mut span.method,
-            &mut span.method_len,
-            &mut flags,
         );
-        copy_string(
+        strings.push(
+            HTTP_CLIENT_SCHEME,
+            HTTP_SCHEME_LEN,
             url_string(off.url_scheme),
-            &mut span.scheme,
-            &mut span.scheme_len,
-            &mut flags,
         );
-        copy_string(
-            url_string(off.url_host),
-            &mut span.host,
-            &mut span.host_len,
-            &mut flags,
-        );
-        copy_string(
-            url_string(off.url_path),
-            &mut span.path,
-            &mut span.path_len,
-            &mut flags,
-        );
+        strings.push(HTTP_CLIENT_HOST, HTTP_HOST_LEN, url_string(off.url_host));
+        strings.push(HTTP_CLIENT_PATH, HTTP_PATH_LEN, url_string(off.url_path));
     }
-    span.header.flags = flags;
-    span.proto_len = 0;
+    if strings.finish().1 {
+        span.header.flags |= SPAN_FLAG_TRUNCATED;
+    }
     span.status_code = 0;
     span.reserved = 0;
     insert_call(&CLIENT_CALLS, &key, call)
@@ -505,10 +473,11 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
         let (response, error_type) = (go_register(r, 0), go_register(r, 1));
         let span = &mut call.span;
         span.header.end_boot_ns = now();
-        let mut flags = span.header.flags;
         if error_type != 0 {
-            flags |= SPAN_FLAG_ERROR;
+            span.header.flags |= SPAN_FLAG_ERROR;
         }
+        let mut strings =
+            StringWriter::resume(&mut span.lens, &mut span.strings, HTTP_CLIENT_PROTO);
         // SAFETY: user-memory reads of the response the call returned.
         unsafe {
             if response != 0 && off.client_response_status_code != OFFSET_NONE {
@@ -517,16 +486,18 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
                     Err(_) => count(GO_COUNTER_READ_FAILED),
                 }
             }
-            copy_string_field(
+            strings.push_field(
+                HTTP_CLIENT_PROTO,
+                HTTP_PROTO_LEN,
                 response,
                 off.client_response_proto,
-                &mut span.proto,
-                &mut span.proto_len,
-                &mut flags,
             );
         }
-        span.header.flags = flags;
-        submit_span::<HttpClientSpan>(&call.span);
+        let (used, truncated) = strings.finish();
+        if truncated {
+            span.header.flags |= SPAN_FLAG_TRUNCATED;
+        }
+        submit_record(span, HTTP_CLIENT_STRINGS_OFFSET + used);
     }
     let _ = CLIENT_CALLS.remove(key);
     Ok(())

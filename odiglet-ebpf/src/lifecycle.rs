@@ -20,9 +20,10 @@ use aya_ebpf::{
 };
 use odiglet_common::lifecycle::{
     ARGS_LEN, COUNTER_ENV_FILTERED, COUNTER_IGNORED, COUNTER_READ_FAILED, COUNTER_RINGBUF_FULL,
-    COUNTER_TRACK_FAILED, COUNTERS_LEN, ENV_FILTER_WORDS, EXE_LEN, ExecRecord, FLAG_ARGS_TRUNCATED,
-    FLAG_ARGS_UNREADABLE, FLAG_EXE_TRUNCATED, IGNORED_EXE_LEN, IGNORED_EXES_MAX, KernelOffsets,
-    LifecycleConfig, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK, ProcessHeader, TRACKED_MAX,
+    COUNTER_TRACK_FAILED, COUNTERS_LEN, ENV_FILTER_WORDS, EXE_LEN, EXEC_ARGS_OFFSET, ExecRecord,
+    FLAG_ARGS_TRUNCATED, FLAG_ARGS_UNREADABLE, FLAG_EXE_TRUNCATED, IGNORED_EXE_LEN,
+    IGNORED_EXES_MAX, KernelOffsets, LifecycleConfig, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK,
+    ProcessHeader, TRACKED_MAX,
 };
 use odiglet_ebpf::{parent_tgid, read_kernel_at, task_tgid, task_vpid};
 
@@ -58,6 +59,9 @@ const ENV_SCAN_STEPS: u32 = 1536;
 struct Scratch {
     env_chunk: [u64; ENV_CHUNK / 8],
     exe_key: [u8; IGNORED_EXE_LEN],
+    /// Built here and submitted up to its last argument byte, so an exec costs the ring its
+    /// arguments' length, not the whole `args` buffer.
+    record: ExecRecord,
 }
 
 #[map]
@@ -153,13 +157,9 @@ unsafe fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
         count(COUNTER_TRACK_FAILED);
     }
 
-    let Some(mut entry) = LIFECYCLE_EVENTS.reserve::<ExecRecord>(0) else {
-        count(COUNTER_RINGBUF_FULL);
-        return Ok(());
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to a reserved, writable ExecRecord in the ring buffer; every
-    // field is written before submit, and reads failing leave documented zero values.
+    let record: *mut ExecRecord = &raw mut scratch.record;
+    // SAFETY: `record` is this CPU's scratch record; every field submitted is written first,
+    // and reads failing leave documented zero values.
     unsafe {
         let header = &mut (*record).header;
         header.kind = PROCESS_EXEC;
@@ -199,7 +199,17 @@ unsafe fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
         (*record).args_len = args_len as u16;
         (*record).flags = flags;
     }
-    entry.submit(0);
+    let args_len = usize::from(scratch.record.args_len).min(ARGS_LEN);
+    // SAFETY: the first bytes of the scratch record, which has at least that many.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            (&raw const scratch.record).cast::<u8>(),
+            EXEC_ARGS_OFFSET + args_len,
+        )
+    };
+    if LIFECYCLE_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count(COUNTER_RINGBUF_FULL);
+    }
     Ok(())
 }
 

@@ -11,14 +11,15 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use odiglet_common::go::{
-    DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX, GO_LIBRARY_SQL,
-    GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR, SPAN_FLAG_TRUNCATED,
+    DB_QUERY_LEN, DB_QUERY_OFFSET, DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED,
+    GO_INFLIGHT_MAX, GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
+    SPAN_FLAG_TRUNCATED,
 };
 use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 
 use crate::{
     count, count_missing_entry, current_key, init_header, join_active_span, now, offsets_for, regs,
-    submit_span,
+    submit_record,
 };
 
 /// `database/sql` calls in flight.
@@ -153,7 +154,9 @@ fn db_return(ctx: &ProbeContext, error_type: u64) -> Result<(), i32> {
         if error_type != 0 {
             span.header.flags |= SPAN_FLAG_ERROR;
         }
-        submit_span::<DbSpan>(span);
+        // The record ends after the query: most statements are far shorter than the buffer.
+        let query_len = usize::from(span.query_len).min(DB_QUERY_LEN);
+        submit_record(span, DB_QUERY_OFFSET + query_len);
     }
     let _ = DB_CALLS.remove(key);
     Ok(())

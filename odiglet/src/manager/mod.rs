@@ -73,10 +73,11 @@ use crate::{
 
 /// Odigos' request channel size for the instrumentation manager.
 pub const REQUEST_CAPACITY: usize = 200;
-/// Default span ring: 2 880 records of the largest span (728 B), 29 ms of a 100 000 spans/s
-/// burst while the reader sleeps between its wake-ups. The kernel maps a ring's data twice, so
-/// it costs twice this resident (4 MiB), where 8 MiB rings cost 32 MiB for the two.
-pub const DEFAULT_SPAN_RING_BYTES: u32 = 2 << 20;
+/// Default span ring: about 2 800 server spans of a typical request (records are cut after
+/// their strings: ~180 B with the ring's header), 28 ms of a 100 000 spans/s burst while the
+/// reader sleeps between its wake-ups; 712 of the largest (736 B). The kernel maps a ring's
+/// data twice, so it costs twice this resident (1 MiB).
+pub const DEFAULT_SPAN_RING_BYTES: u32 = 512 << 10;
 /// Executables whose analysis is kept; beyond it the cache starts over.
 const ANALYSIS_CACHE_MAX: usize = 64;
 /// Examinations running at once on the blocking pool: binary analysis is CPU-bound and the

@@ -2,7 +2,10 @@
 //! span already protobuf-encoded.
 
 use bytes::BytesMut;
-use odiglet_common::{DecodeError, GoSpanRecord, bytes_of, decode_go_span};
+use odiglet_common::{
+    DecodeError, GoSpanRecord, bytes_of, decode_go_span, pack_db, pack_http_client,
+    pack_http_server,
+};
 
 use super::{
     ProcessSpan,
@@ -60,13 +63,23 @@ pub fn convert_record(
     RecordConverter::new().convert(bytes, clock, resources)
 }
 
-/// The bytes the kernel writes for `record` (native endian, `#[repr(C)]` order): the inverse
-/// of [`decode_go_span`], for tests and benchmarks that synthesize ring-buffer records.
+/// The bytes the probes submit for `record` (native endian, `#[repr(C)]` order, packed
+/// records cut after their strings): the inverse of [`decode_go_span`], for tests and
+/// benchmarks that synthesize ring-buffer records.
 pub fn record_bytes(record: &GoSpanRecord) -> Vec<u8> {
     match record {
-        GoSpanRecord::HttpServer(span) => bytes_of(span).to_vec(),
-        GoSpanRecord::HttpClient(span) => bytes_of(span).to_vec(),
-        GoSpanRecord::Db(span) => bytes_of(span).to_vec(),
+        GoSpanRecord::HttpServer(span) => {
+            let (record, len) = pack_http_server(span);
+            bytes_of(&record)[..len].to_vec()
+        }
+        GoSpanRecord::HttpClient(span) => {
+            let (record, len) = pack_http_client(span);
+            bytes_of(&record)[..len].to_vec()
+        }
+        GoSpanRecord::Db(span) => {
+            let (record, len) = pack_db(span);
+            bytes_of(&record)[..len].to_vec()
+        }
         GoSpanRecord::GrpcServer(span) => bytes_of(span).to_vec(),
         GoSpanRecord::GrpcClient(span) => bytes_of(span).to_vec(),
     }
@@ -83,7 +96,26 @@ mod tests {
     fn encoded_records_decode_back_and_have_the_kernel_size() {
         let record = GoSpanRecord::HttpServer(server("GET", "/", "/", "h", "a:1", 200));
         let bytes = record_bytes(&record);
-        assert_eq!(bytes.len(), size_of::<HttpServerSpan>());
+        // The fixed fields, then "GET", "/", "h", "a:1", "HTTP/1.1" and "/" back to back.
+        let strings: usize = match record {
+            GoSpanRecord::HttpServer(span) => [
+                span.method_len,
+                span.path_len,
+                span.host_len,
+                span.remote_addr_len,
+                span.proto_len,
+                span.route_len,
+            ]
+            .into_iter()
+            .map(usize::from)
+            .sum(),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            bytes.len(),
+            odiglet_common::go::HTTP_SERVER_STRINGS_OFFSET + strings
+        );
+        assert!(bytes.len() < size_of::<HttpServerSpan>() / 2);
         assert_eq!(decode_go_span(&bytes), Ok(record));
         let GoSpanRecord::HttpServer(server) = record else {
             unreachable!()
@@ -101,13 +133,16 @@ mod tests {
             proto_len: 0,
             reserved: 0,
             method: server.method,
-            scheme: [b'x'; 16],
+            scheme: crate::pipeline::span::tests::fill(b"xxxx").0,
             host: server.host,
             path: server.path,
-            proto: server.proto,
+            proto: [0; 16],
         };
         let bytes = record_bytes(&GoSpanRecord::HttpClient(client));
-        assert_eq!(bytes.len(), size_of::<HttpClientSpan>());
+        assert_eq!(
+            bytes.len(),
+            odiglet_common::go::HTTP_CLIENT_STRINGS_OFFSET + 3 + 4 + 1 + 1
+        );
         assert_eq!(decode_go_span(&bytes), Ok(GoSpanRecord::HttpClient(client)));
     }
 

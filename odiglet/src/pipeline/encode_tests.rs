@@ -5,12 +5,11 @@
 use std::mem::size_of;
 
 use odiglet_common::{
-    decode_go_span,
+    from_bytes,
     go::{
-        DB_SYSTEM_MYSQL, DB_SYSTEM_OTHER, DB_SYSTEM_POSTGRESQL, DbSpan, GO_SPAN_DB,
-        GO_SPAN_GRPC_CLIENT, GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER,
-        GRPC_METHOD_LEN, GRPC_TARGET_LEN, GrpcClientSpan, GrpcServerSpan, HttpClientSpan,
-        HttpServerSpan, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
+        DB_SYSTEM_MYSQL, DB_SYSTEM_OTHER, DB_SYSTEM_POSTGRESQL, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT,
+        GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GRPC_METHOD_LEN,
+        GRPC_TARGET_LEN, GrpcClientSpan, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT,
         SPAN_FLAG_PARENT_REMOTE,
     },
 };
@@ -216,18 +215,26 @@ impl Random {
     }
 }
 
-/// Random record bytes of `kind`, decoded, with lengths and codes in interesting ranges.
+/// A record of `kind` made of random bytes, with lengths and codes in interesting ranges.
 fn random_record(random: &mut Random, kind: u32) -> GoSpanRecord {
-    let size = match kind {
-        GO_SPAN_HTTP_SERVER => size_of::<HttpServerSpan>(),
-        GO_SPAN_HTTP_CLIENT => size_of::<HttpClientSpan>(),
-        GO_SPAN_GRPC_SERVER => size_of::<GrpcServerSpan>(),
-        GO_SPAN_GRPC_CLIENT => size_of::<GrpcClientSpan>(),
-        _ => size_of::<DbSpan>(),
+    fn random_span<T: aya::Pod>(random: &mut Random) -> T {
+        let bytes: Vec<u8> = (0..size_of::<T>()).map(|_| random.byte()).collect();
+        from_bytes(&bytes).expect("as many bytes as the span")
+    }
+    let mut record = match kind {
+        GO_SPAN_HTTP_SERVER => GoSpanRecord::HttpServer(random_span(random)),
+        GO_SPAN_HTTP_CLIENT => GoSpanRecord::HttpClient(random_span(random)),
+        GO_SPAN_GRPC_SERVER => GoSpanRecord::GrpcServer(random_span(random)),
+        GO_SPAN_GRPC_CLIENT => GoSpanRecord::GrpcClient(random_span(random)),
+        _ => GoSpanRecord::Db(random_span(random)),
     };
-    let mut bytes: Vec<u8> = (0..size).map(|_| random.byte()).collect();
-    bytes[..4].copy_from_slice(&kind.to_ne_bytes());
-    let mut record = decode_go_span(&bytes).expect("a record of the right size decodes");
+    match &mut record {
+        GoSpanRecord::HttpServer(span) => span.header.kind = kind,
+        GoSpanRecord::HttpClient(span) => span.header.kind = kind,
+        GoSpanRecord::GrpcServer(span) => span.header.kind = kind,
+        GoSpanRecord::GrpcClient(span) => span.header.kind = kind,
+        GoSpanRecord::Db(span) => span.header.kind = GO_SPAN_DB,
+    }
     let status = u32::try_from(random.below(600)).unwrap_or(0);
     let flags = u32::try_from(random.below(32)).unwrap_or(0);
     let mut len = |max: usize| random.below(max as u64 + 8) as u16;

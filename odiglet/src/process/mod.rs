@@ -60,10 +60,11 @@ pub struct ProcessEvent {
     pub ts_unix_nano: u64,
 }
 
-/// Default lifecycle ring: ~390 exec records (1.3 KiB each, with their fork and exit records),
-/// ~80 ms of a 5 000 exec/s storm. The kernel maps a ring's data twice, so it costs twice this
-/// resident; an overflow only delays a process until the next rescan.
-pub const DEFAULT_LIFECYCLE_RING_BYTES: u32 = 512 << 10;
+/// Default lifecycle ring: ~530 execs with their fork and exit records (an exec record is cut
+/// after its arguments: ~380 B for a typical command line, 1.3 KiB at most), ~100 ms of a
+/// 5 000 exec/s storm. The kernel maps a ring's data twice, so it costs twice this resident;
+/// an overflow only delays a process until the next rescan.
+pub const DEFAULT_LIFECYCLE_RING_BYTES: u32 = 256 << 10;
 
 /// Settings of a [`ProcessWatcher`].
 #[derive(Clone, Debug)]

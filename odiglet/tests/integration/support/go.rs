@@ -14,6 +14,7 @@ use std::{
 
 use odiglet::{
     instrument::{ALL_LIBRARIES, GoProbes, UprobeLinks, resolve_targets},
+    pipeline::record_bytes,
     ring::{self, AsyncRingBuf},
 };
 use odiglet_common::{
@@ -154,8 +155,10 @@ impl Traced {
                 Ok(ready) => ready.unwrap(),
             }
             while let Some(item) = self.ring.get_mut().next() {
-                self.spans
-                    .push(decode_go_span(&item).expect("spans decode"));
+                let span = decode_go_span(&item).expect("spans decode");
+                // The probes send a record up to its last string byte, no more, no less.
+                assert_eq!(item.len(), record_bytes(&span).len(), "{span:?}");
+                self.spans.push(span);
             }
         }
         true
