@@ -5,8 +5,10 @@ use core::fmt;
 use crate::{
     go::{
         DB_QUERY_LEN, DB_QUERY_OFFSET, DbSpan, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT,
-        GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GrpcClientSpan,
-        GrpcServerSpan, HTTP_CLIENT_STRINGS, HTTP_CLIENT_STRINGS_OFFSET, HTTP_SERVER_STRINGS,
+        GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GO_SPAN_RECORD_MAX,
+        GRPC_CLIENT_TARGET_OFFSET, GRPC_METHOD_LEN, GRPC_SERVER_METHOD_OFFSET, GRPC_TARGET_LEN,
+        GrpcClientSpan, GrpcServerSpan, HTTP_CLIENT_STRINGS, HTTP_CLIENT_STRINGS_LEN,
+        HTTP_CLIENT_STRINGS_OFFSET, HTTP_SERVER_STRINGS, HTTP_SERVER_STRINGS_LEN,
         HTTP_SERVER_STRINGS_OFFSET, HttpClientRecord, HttpClientSpan, HttpServerRecord,
         HttpServerSpan, SpanHeader,
     },
@@ -138,8 +140,33 @@ pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
         GO_SPAN_HTTP_SERVER => decode_http_server(bytes).map(GoSpanRecord::HttpServer),
         GO_SPAN_HTTP_CLIENT => decode_http_client(bytes).map(GoSpanRecord::HttpClient),
         GO_SPAN_DB => decode_db(bytes).map(GoSpanRecord::Db),
-        GO_SPAN_GRPC_SERVER => read_prefix(bytes, kind).map(GoSpanRecord::GrpcServer),
-        GO_SPAN_GRPC_CLIENT => read_prefix(bytes, kind).map(GoSpanRecord::GrpcClient),
+        GO_SPAN_GRPC_SERVER => read_trimmed(
+            bytes,
+            kind,
+            GRPC_SERVER_METHOD_OFFSET,
+            GRPC_METHOD_LEN,
+            |span: &GrpcServerSpan| span.method_len,
+        )
+        .map(GoSpanRecord::GrpcServer),
+        GO_SPAN_GRPC_CLIENT => read_trimmed(
+            bytes,
+            kind,
+            GRPC_CLIENT_TARGET_OFFSET,
+            GRPC_TARGET_LEN,
+            |span: &GrpcClientSpan| span.target_len,
+        )
+        .and_then(|span| {
+            // The method is a fixed buffer before the target: its length is checked too.
+            if usize::from(span.method_len) > GRPC_METHOD_LEN {
+                return Err(DecodeError::StringTooLong {
+                    kind,
+                    len: span.method_len,
+                    cap: GRPC_METHOD_LEN,
+                });
+            }
+            Ok(span)
+        })
+        .map(GoSpanRecord::GrpcClient),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -333,47 +360,76 @@ fn pack_strings<const K: usize>(
     at
 }
 
-/// The record the probe submits for `span` and the bytes of it that go on the ring: the
-/// inverse of the decoder, for code that synthesizes ring-buffer records (tests, benchmarks).
-pub fn pack_http_server(span: &HttpServerSpan) -> (HttpServerRecord, usize) {
-    let mut record = HttpServerRecord {
-        header: span.header,
-        status_code: span.status_code,
-        lens: [0; HTTP_SERVER_STRINGS],
-        strings: [0; crate::go::HTTP_SERVER_STRINGS_LEN],
-    };
-    let mut span = *span;
-    let used = pack_strings(
-        http_server_strings(&mut span),
-        &mut record.lens,
-        &mut record.strings,
-    );
-    (record, HTTP_SERVER_STRINGS_OFFSET + used)
+/// A record as the probes submit it: at most the largest record's bytes.
+#[derive(Clone, Copy)]
+pub struct RecordBytes {
+    bytes: [u8; GO_SPAN_RECORD_MAX],
+    len: usize,
 }
 
-/// As [`pack_http_server`], for a client span.
-pub fn pack_http_client(span: &HttpClientSpan) -> (HttpClientRecord, usize) {
-    let mut record = HttpClientRecord {
-        header: span.header,
-        status_code: span.status_code,
-        lens: [0; HTTP_CLIENT_STRINGS],
-        reserved: 0,
-        strings: [0; crate::go::HTTP_CLIENT_STRINGS_LEN],
-    };
-    let mut span = *span;
-    let used = pack_strings(
-        http_client_strings(&mut span),
-        &mut record.lens,
-        &mut record.strings,
-    );
-    (record, HTTP_CLIENT_STRINGS_OFFSET + used)
+impl RecordBytes {
+    fn of<T: aya::Pod>(record: &T, len: usize) -> Self {
+        let mut bytes = [0; GO_SPAN_RECORD_MAX];
+        let len = len.min(size_of::<T>());
+        bytes[..len].copy_from_slice(&bytes_of(record)[..len]);
+        Self { bytes, len }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
-/// As [`pack_http_server`], for a `database/sql` span: the record ends after its query.
-pub fn pack_db(span: &DbSpan) -> (DbSpan, usize) {
-    let mut record = *span;
-    record.query_len = record.query_len.min(DB_QUERY_LEN as u16);
-    (record, DB_QUERY_OFFSET + usize::from(record.query_len))
+/// The bytes the probes submit for `record` (native endian, `#[repr(C)]` order, each record
+/// cut after its last string; lengths past their buffers clamped as the probes cap them): the
+/// inverse of [`decode_go_span`], for code that synthesizes ring-buffer records (tests,
+/// benchmarks).
+pub fn pack_go_span(record: &GoSpanRecord) -> RecordBytes {
+    match record {
+        GoSpanRecord::HttpServer(span) => {
+            let mut packed = HttpServerRecord {
+                header: span.header,
+                status_code: span.status_code,
+                lens: [0; HTTP_SERVER_STRINGS],
+                strings: [0; HTTP_SERVER_STRINGS_LEN],
+            };
+            let mut span = *span;
+            let fields = http_server_strings(&mut span);
+            let used = pack_strings(fields, &mut packed.lens, &mut packed.strings);
+            RecordBytes::of(&packed, HTTP_SERVER_STRINGS_OFFSET + used)
+        }
+        GoSpanRecord::HttpClient(span) => {
+            let mut packed = HttpClientRecord {
+                header: span.header,
+                status_code: span.status_code,
+                lens: [0; HTTP_CLIENT_STRINGS],
+                reserved: 0,
+                strings: [0; HTTP_CLIENT_STRINGS_LEN],
+            };
+            let mut span = *span;
+            let fields = http_client_strings(&mut span);
+            let used = pack_strings(fields, &mut packed.lens, &mut packed.strings);
+            RecordBytes::of(&packed, HTTP_CLIENT_STRINGS_OFFSET + used)
+        }
+        GoSpanRecord::Db(span) => {
+            let mut span = *span;
+            span.query_len = span.query_len.min(DB_QUERY_LEN as u16);
+            RecordBytes::of(&span, DB_QUERY_OFFSET + usize::from(span.query_len))
+        }
+        GoSpanRecord::GrpcServer(span) => {
+            let mut span = *span;
+            span.method_len = span.method_len.min(GRPC_METHOD_LEN as u16);
+            let len = GRPC_SERVER_METHOD_OFFSET + usize::from(span.method_len);
+            RecordBytes::of(&span, len)
+        }
+        GoSpanRecord::GrpcClient(span) => {
+            let mut span = *span;
+            span.method_len = span.method_len.min(GRPC_METHOD_LEN as u16);
+            span.target_len = span.target_len.min(GRPC_TARGET_LEN as u16);
+            let len = GRPC_CLIENT_TARGET_OFFSET + usize::from(span.target_len);
+            RecordBytes::of(&span, len)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -508,31 +564,28 @@ mod tests {
         span
     }
 
-    /// The ring bytes of a packed record.
-    fn wire<T: aya::Pod>(record: &T, len: usize) -> &[u8] {
-        &bytes_of(record)[..len]
+    /// The ring bytes of `record`.
+    fn packed(record: GoSpanRecord) -> RecordBytes {
+        pack_go_span(&record)
     }
 
     #[test]
     fn packed_server_records_carry_only_their_strings_and_decode_back() {
         let span = server_span();
-        let (record, len) = pack_http_server(&span);
+        let record = packed(GoSpanRecord::HttpServer(span));
+        let bytes = record.as_slice();
         let strings = 3 + 8 + 8 + 13 + 8 + 11;
-        assert_eq!(len, HTTP_SERVER_STRINGS_OFFSET + strings);
+        assert_eq!(bytes.len(), HTTP_SERVER_STRINGS_OFFSET + strings);
         // Index order: method, path, host, remote address, proto, route.
         assert_eq!(
-            &record.strings[..strings],
+            &bytes[HTTP_SERVER_STRINGS_OFFSET..],
             b"GET/users/7api:808010.0.0.2:5123HTTP/1.1/users/{id}"
         );
-        assert_eq!(
-            decode_go_span(wire(&record, len)),
-            Ok(GoSpanRecord::HttpServer(span))
-        );
-        // The whole record (what a probe cutting nothing would send) decodes the same.
-        assert_eq!(
-            decode_go_span(bytes_of(&record)),
-            Ok(GoSpanRecord::HttpServer(span))
-        );
+        assert_eq!(decode_go_span(bytes), Ok(GoSpanRecord::HttpServer(span)));
+        // Bytes after the last string (a probe cutting nothing) are ignored.
+        let mut longer = [0xaa; GO_SPAN_RECORD_MAX];
+        longer[..bytes.len()].copy_from_slice(bytes);
+        assert_eq!(decode_go_span(&longer), Ok(GoSpanRecord::HttpServer(span)));
     }
 
     #[test]
@@ -549,42 +602,73 @@ mod tests {
             &mut span.path_len,
             &[b'p'; crate::go::HTTP_PATH_LEN],
         );
-        let (record, len) = pack_http_client(&span);
+        let record = packed(GoSpanRecord::HttpClient(span));
         assert_eq!(
-            len,
+            record.as_slice().len(),
             HTTP_CLIENT_STRINGS_OFFSET + 4 + 4 + 10 + crate::go::HTTP_PATH_LEN
         );
         assert_eq!(
-            decode_go_span(wire(&record, len)),
+            decode_go_span(record.as_slice()),
             Ok(GoSpanRecord::HttpClient(span))
         );
     }
 
     #[test]
-    fn db_records_end_after_their_query() {
-        // SAFETY: all-zero bytes are a valid DbSpan.
-        let mut span: DbSpan = unsafe { core::mem::zeroed() };
-        span.header = span_header(GO_SPAN_DB);
-        span.db_system = crate::go::DB_SYSTEM_POSTGRESQL;
-        set(&mut span.query, &mut span.query_len, b"SELECT 1");
-        let (record, len) = pack_db(&span);
-        assert_eq!(len, DB_QUERY_OFFSET + 8);
-        assert_eq!(
-            decode_go_span(wire(&record, len)),
-            Ok(GoSpanRecord::Db(span))
+    fn db_and_grpc_records_end_after_their_last_string() {
+        // SAFETY: all-zero bytes are valid DbSpan, GrpcServerSpan and GrpcClientSpan values.
+        let (mut db, mut server, mut client): (DbSpan, GrpcServerSpan, GrpcClientSpan) =
+            unsafe { core::mem::zeroed() };
+        db.header = span_header(GO_SPAN_DB);
+        db.db_system = crate::go::DB_SYSTEM_POSTGRESQL;
+        set(&mut db.query, &mut db.query_len, b"SELECT 1");
+        server.header = span_header(GO_SPAN_GRPC_SERVER);
+        server.peer_ip[..4].copy_from_slice(&[10, 0, 0, 2]);
+        server.peer_ip_len = 4;
+        set(&mut server.method, &mut server.method_len, b"/pkg.Svc/Get");
+        client.header = span_header(GO_SPAN_GRPC_CLIENT);
+        set(&mut client.method, &mut client.method_len, b"/pkg.Svc/Get");
+        set(
+            &mut client.target,
+            &mut client.target_len,
+            b"dns:///svc:50051",
         );
+        for (record, len) in [
+            (GoSpanRecord::Db(db), DB_QUERY_OFFSET + 8),
+            (
+                GoSpanRecord::GrpcServer(server),
+                GRPC_SERVER_METHOD_OFFSET + 12,
+            ),
+            (
+                GoSpanRecord::GrpcClient(client),
+                GRPC_CLIENT_TARGET_OFFSET + 16,
+            ),
+        ] {
+            let bytes = packed(record);
+            let bytes = bytes.as_slice();
+            assert_eq!(bytes.len(), len, "{record:?}");
+            assert_eq!(decode_go_span(bytes), Ok(record));
+            assert!(
+                matches!(
+                    decode_go_span(&bytes[..len - 1]),
+                    Err(DecodeError::Truncated { need, .. }) if need == len
+                ),
+                "{record:?}"
+            );
+        }
+        // Lengths past their buffers are refused, not clamped.
+        db.query_len = DB_QUERY_LEN as u16 + 1;
         assert!(matches!(
-            decode_go_span(wire(&record, len - 1)),
-            Err(DecodeError::Truncated {
+            decode_go_span(bytes_of(&db)),
+            Err(DecodeError::StringTooLong {
                 kind: GO_SPAN_DB,
                 ..
             })
         ));
-        span.query_len = DB_QUERY_LEN as u16 + 1;
+        client.method_len = GRPC_METHOD_LEN as u16 + 1;
         assert!(matches!(
-            decode_go_span(bytes_of(&span)),
+            decode_go_span(bytes_of(&client)),
             Err(DecodeError::StringTooLong {
-                kind: GO_SPAN_DB,
+                kind: GO_SPAN_GRPC_CLIENT,
                 ..
             })
         ));
@@ -592,20 +676,32 @@ mod tests {
 
     #[test]
     fn packed_records_with_lengths_beyond_their_bytes_or_buffers_are_refused() {
-        let (mut record, len) = pack_http_server(&server_span());
+        let record = packed(GoSpanRecord::HttpServer(server_span()));
+        let len = record.as_slice().len();
+        let mut wire = [0u8; GO_SPAN_RECORD_MAX];
+        wire[..len].copy_from_slice(record.as_slice());
         for cut in [0, 4, HTTP_SERVER_STRINGS_OFFSET - 1, len - 1] {
             assert!(
                 matches!(
-                    decode_go_span(wire(&record, cut)),
+                    decode_go_span(&wire[..cut]),
                     Err(DecodeError::Truncated { .. })
                 ),
                 "cut at {cut}"
             );
         }
+        let lens_at = core::mem::offset_of!(HttpServerRecord, lens);
+        let set_len = |wire: &mut [u8], index: usize, len: u16| {
+            let at = lens_at + 2 * index;
+            wire[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        };
         // A method length past the method buffer, though the area would hold it.
-        record.lens[crate::go::HTTP_SERVER_METHOD] = crate::go::HTTP_METHOD_LEN as u16 + 1;
+        set_len(
+            &mut wire,
+            crate::go::HTTP_SERVER_METHOD,
+            crate::go::HTTP_METHOD_LEN as u16 + 1,
+        );
         assert_eq!(
-            decode_go_span(bytes_of(&record)),
+            decode_go_span(&wire),
             Err(DecodeError::StringTooLong {
                 kind: GO_SPAN_HTTP_SERVER,
                 len: crate::go::HTTP_METHOD_LEN as u16 + 1,
@@ -613,17 +709,14 @@ mod tests {
             })
         );
         // Lengths that each fit their buffer but together run past the record.
-        record.lens = [16, 256, 128, 128, 64, 16];
-        record.lens[crate::go::HTTP_SERVER_ROUTE] = 128;
+        for (index, len) in [16, 256, 128, 64, 16, 128].into_iter().enumerate() {
+            set_len(&mut wire, index, len);
+        }
         assert!(matches!(
-            decode_go_span(wire(&record, len)),
+            decode_go_span(&wire[..len]),
             Err(DecodeError::Truncated { .. })
         ));
-        let mut other = record;
-        other.header.kind = 99;
-        assert_eq!(
-            decode_go_span(bytes_of(&other)),
-            Err(DecodeError::UnknownKind(99))
-        );
+        wire[..4].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(decode_go_span(&wire), Err(DecodeError::UnknownKind(99)));
     }
 }

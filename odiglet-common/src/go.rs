@@ -2,11 +2,12 @@
 //! space hands them, and the sizes both sides agree on.
 //!
 //! Strings are copied with an explicit length and a cap per field; a length equal to the cap
-//! means the value may have been cut (`SPAN_FLAG_TRUNCATED`). The `net/http` probes submit
-//! packed records ([`HttpServerRecord`], [`HttpClientRecord`]: the strings back to back, the
-//! record cut after the last) and `database/sql` cuts [`DbSpan`] after its query, so a span
-//! costs the ring its actual bytes (about 200 for a typical request) rather than its largest
-//! form (728); user space decodes them into the fixed-buffer span types.
+//! means the value may have been cut (`SPAN_FLAG_TRUNCATED`). A record on the ring carries
+//! only the bytes it uses: the `net/http` probes submit packed records ([`HttpServerRecord`],
+//! [`HttpClientRecord`]: the strings back to back, the record cut after the last), and the
+//! `database/sql` and gRPC records end after their last string ([`DbSpan`],
+//! [`GrpcServerSpan`], [`GrpcClientSpan`]). A typical request's span takes about 200 bytes of
+//! the ring rather than up to 728; user space decodes records into the fixed-buffer span types.
 
 /// `SpanHeader::kind`: a `net/http` server request (`serverHandler.ServeHTTP`).
 pub const GO_SPAN_HTTP_SERVER: u32 = 1;
@@ -199,6 +200,12 @@ pub const HTTP_SERVER_STRINGS_OFFSET: usize = core::mem::offset_of!(HttpServerRe
 pub const HTTP_CLIENT_STRINGS_OFFSET: usize = core::mem::offset_of!(HttpClientRecord, strings);
 /// The bytes of a [`DbSpan`] record before its query (the record ends after the query).
 pub const DB_QUERY_OFFSET: usize = core::mem::offset_of!(DbSpan, query);
+/// The bytes of a [`GrpcServerSpan`] record before its method, of a [`GrpcClientSpan`] before
+/// its target: each record ends after that string.
+pub const GRPC_SERVER_METHOD_OFFSET: usize = core::mem::offset_of!(GrpcServerSpan, method);
+pub const GRPC_CLIENT_TARGET_OFFSET: usize = core::mem::offset_of!(GrpcClientSpan, target);
+/// The largest span record.
+pub const GO_SPAN_RECORD_MAX: usize = size_of::<HttpServerRecord>();
 
 /// A `database/sql` client span: one query or exec. Its record on the ring ends after the
 /// query's bytes ([`DB_QUERY_OFFSET`]).
@@ -226,9 +233,9 @@ pub struct GrpcServerSpan {
     pub peer_ip_len: u16,
     pub peer_port: u32,
     pub reserved: u32,
-    /// `/package.Service/Method`.
-    pub method: [u8; GRPC_METHOD_LEN],
     pub peer_ip: [u8; IP_LEN],
+    /// `/package.Service/Method`. Last: the record on the ring ends after its bytes.
+    pub method: [u8; GRPC_METHOD_LEN],
 }
 
 /// A gRPC unary client span.
@@ -241,7 +248,8 @@ pub struct GrpcClientSpan {
     pub method_len: u16,
     pub target_len: u16,
     pub method: [u8; GRPC_METHOD_LEN],
-    /// `ClientConn.target`, the dial target (`host:port`, `dns:///host:port`, ...).
+    /// `ClientConn.target`, the dial target (`host:port`, `dns:///host:port`, ...). Last: the
+    /// record on the ring ends after its bytes.
     pub target: [u8; GRPC_TARGET_LEN],
 }
 
@@ -486,6 +494,12 @@ const _: () =
     assert!(core::mem::size_of::<HttpClientRecord>() == 104 + 4 + 6 * 2 + HTTP_CLIENT_STRINGS_LEN);
 const _: () = assert!(core::mem::size_of::<HttpServerRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<HttpClientRecord>().is_multiple_of(8));
+const _: () = assert!(
+    GO_SPAN_RECORD_MAX >= size_of::<HttpClientRecord>()
+        && GO_SPAN_RECORD_MAX >= size_of::<DbSpan>()
+        && GO_SPAN_RECORD_MAX >= size_of::<GrpcServerSpan>()
+        && GO_SPAN_RECORD_MAX >= size_of::<GrpcClientSpan>()
+);
 const _: () =
     assert!(core::mem::size_of::<ServerCall>() == core::mem::size_of::<HttpServerRecord>() + 16);
 const _: () =

@@ -16,6 +16,6 @@ pub mod traceparent;
 mod decode;
 #[cfg(feature = "user")]
 pub use decode::{
-    DecodeError, GoSpanRecord, LifecycleRecord, bytes_of, decode_go_span, decode_record,
-    from_bytes, pack_db, pack_http_client, pack_http_server,
+    DecodeError, GoSpanRecord, LifecycleRecord, RecordBytes, bytes_of, decode_go_span,
+    decode_record, from_bytes, pack_go_span,
 };

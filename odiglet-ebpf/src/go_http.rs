@@ -108,14 +108,14 @@ fn count(index: u32) {
 }
 
 /// A submit wakes the reader once unread data passes `ring size >> WAKEUP_SHIFT` (1/8 of the
-/// ring: 64 KiB of the default 512 KiB, about 350 typical server spans). Below that, spans wait for the
-/// reader's timer (`odiglet::ring::DRAIN_INTERVAL`), so a busy server pays no wakeup (irq_work,
-/// epoll wake, context switch) per span, and the 7/8 left absorb bursts while the woken reader
-/// gets scheduled. Relative to the ring's actual size, so it holds whatever size user space set.
+/// ring: 64 KiB of the default 512 KiB, about 350 typical server spans). Below that, spans
+/// wait for the reader's timer (`odiglet::ring::DRAIN_INTERVAL`), so a busy server pays no
+/// wakeup (irq_work, epoll wake, context switch) per span, and the 7/8 left absorb bursts
+/// while the woken reader gets scheduled. Relative to the ring's actual size, so it holds whatever size user space set.
 const WAKEUP_SHIFT: u64 = 3;
 
-/// Copies the first `len` bytes of a finished span record into `GO_SPANS` (a packed record
-/// ends after its strings), waking the reader only when the ring is filling up. Every span
+/// Copies the first `len` bytes of a finished span record into `GO_SPANS` (a record ends
+/// after its last string), waking the reader only when the ring is filling up. Every span
 /// submit goes through here; a full ring is counted.
 #[inline(always)]
 fn submit_record<T>(record: &T, len: usize) {
@@ -136,12 +136,6 @@ fn submit_record<T>(record: &T, len: usize) {
     if GO_SPANS.output::<[u8]>(bytes, u64::from(flags)).is_err() {
         count(GO_COUNTER_RINGBUF_FULL);
     }
-}
-
-/// Submits a whole span record.
-#[inline(always)]
-fn submit_span<T>(span: &T) {
-    submit_record(span, size_of::<T>());
 }
 
 fn regs(ctx: &ProbeContext) -> &pt_regs {

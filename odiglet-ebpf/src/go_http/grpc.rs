@@ -18,7 +18,8 @@ use aya_ebpf::{
 use odiglet_common::go::{
     GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX, GO_LIBRARY_GRPC_CLIENT,
     GO_LIBRARY_GRPC_PROPAGATION, GO_LIBRARY_GRPC_SERVER, GO_OUTGOING_MAX, GO_SPAN_GRPC_CLIENT,
-    GO_SPAN_GRPC_SERVER, GRPC_METADATA_SCAN_MAX, GRPC_STATUS_MAX, GRPC_STATUS_UNKNOWN, GoOffsets,
+    GO_SPAN_GRPC_SERVER, GRPC_CLIENT_TARGET_OFFSET, GRPC_METADATA_SCAN_MAX, GRPC_METHOD_LEN,
+    GRPC_SERVER_METHOD_OFFSET, GRPC_STATUS_MAX, GRPC_STATUS_UNKNOWN, GRPC_TARGET_LEN, GoOffsets,
     GoroutineKey, GrpcClientSpan, GrpcServerSpan, HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE,
     SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED,
     SpanContext, connection_key,
@@ -28,7 +29,7 @@ use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 use crate::{
     ACTIVE_SPANS, TRACEPARENT_VALUE_LEN, connection_ports, copy_string_field, count,
     count_missing_entry, current_key, init_header, join_active_span, new_context, now, offsets_for,
-    parse_traceparent, pointer_field, regs, submit_span,
+    parse_traceparent, pointer_field, regs, submit_record,
 };
 
 /// gRPC server calls in flight, by goroutine.
@@ -335,7 +336,9 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
         if span.status_code != 0 {
             span.header.flags |= SPAN_FLAG_ERROR;
         }
-        submit_span::<GrpcServerSpan>(span);
+        // The record ends after the method, its last field.
+        let method_len = usize::from(span.method_len).min(GRPC_METHOD_LEN);
+        submit_record(span, GRPC_SERVER_METHOD_OFFSET + method_len);
     }
     let _ = GRPC_SERVER_CALLS.remove(key);
     let _ = ACTIVE_SPANS.remove(key);
@@ -435,7 +438,9 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
                 },
             };
         }
-        submit_span::<GrpcClientSpan>(span);
+        // The record ends after the target, its last field.
+        let target_len = usize::from(span.target_len).min(GRPC_TARGET_LEN);
+        submit_record(span, GRPC_CLIENT_TARGET_OFFSET + target_len);
     }
     let _ = GRPC_CLIENT_CALLS.remove(key);
     Ok(())

@@ -75,17 +75,26 @@ pub fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
-/// Whether `pid` has exited: gone from the proc root, or a zombie waiting to be reaped.
+/// Whether `pid` has exited or is exiting: gone from the proc root, a zombie waiting to be
+/// reaped, or past the start of its exit.
 pub fn exited(proc_root: &Path, pid: u32) -> bool {
     std::fs::read_to_string(proc_root.join(format!("{pid}/stat")))
         .map_or(true, |stat| is_dead_state(&stat))
 }
 
+/// `task->flags` bit set once a task starts exiting: its memory (and so its `environ`) can be
+/// gone while its state still reads running.
+const PF_EXITING: u64 = 0x4;
+
 fn is_dead_state(stat: &str) -> bool {
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, None | Some("Z" | "X"))
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return true;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    // `flags` is field 9, the sixth after the state (field 3).
+    let flags = fields.nth(5).and_then(|flags| flags.parse::<u64>().ok());
+    matches!(state, None | Some("Z" | "X")) || flags.is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
 /// The comm field may hold spaces and parentheses: fields are counted after the last `)`.
@@ -158,11 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn zombies_and_unreadable_stats_count_as_exited() {
+    fn zombies_exiting_processes_and_unreadable_stats_count_as_exited() {
         assert!(!is_dead_state("42 (a) b) S 1 42 42 0 -1"));
         assert!(is_dead_state("42 (true) Z 1 42 42 0 -1"));
         assert!(is_dead_state("42 (true) X 1"));
         assert!(is_dead_state("garbage"));
+        // Running, but exiting (PF_EXITING in `flags`, field 9), or not.
+        assert!(is_dead_state("42 (true) R 1 42 42 0 -1 4194564 0 0"));
+        assert!(!is_dead_state("42 (true) R 1 42 42 0 -1 4194560 0 0"));
         assert!(!exited(Path::new("/proc"), std::process::id()));
         assert!(exited(Path::new("/nonexistent/proc"), 1));
     }

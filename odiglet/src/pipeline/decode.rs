@@ -2,10 +2,7 @@
 //! span already protobuf-encoded.
 
 use bytes::BytesMut;
-use odiglet_common::{
-    DecodeError, GoSpanRecord, bytes_of, decode_go_span, pack_db, pack_http_client,
-    pack_http_server,
-};
+use odiglet_common::{DecodeError, GoSpanRecord, decode_go_span, pack_go_span};
 
 use super::{
     ProcessSpan,
@@ -63,26 +60,10 @@ pub fn convert_record(
     RecordConverter::new().convert(bytes, clock, resources)
 }
 
-/// The bytes the probes submit for `record` (native endian, `#[repr(C)]` order, packed
-/// records cut after their strings): the inverse of [`decode_go_span`], for tests and
-/// benchmarks that synthesize ring-buffer records.
+/// The bytes the probes submit for `record` ([`pack_go_span`]), for tests and benchmarks that
+/// synthesize ring-buffer records.
 pub fn record_bytes(record: &GoSpanRecord) -> Vec<u8> {
-    match record {
-        GoSpanRecord::HttpServer(span) => {
-            let (record, len) = pack_http_server(span);
-            bytes_of(&record)[..len].to_vec()
-        }
-        GoSpanRecord::HttpClient(span) => {
-            let (record, len) = pack_http_client(span);
-            bytes_of(&record)[..len].to_vec()
-        }
-        GoSpanRecord::Db(span) => {
-            let (record, len) = pack_db(span);
-            bytes_of(&record)[..len].to_vec()
-        }
-        GoSpanRecord::GrpcServer(span) => bytes_of(span).to_vec(),
-        GoSpanRecord::GrpcClient(span) => bytes_of(span).to_vec(),
-    }
+    pack_go_span(record).as_slice().to_vec()
 }
 
 #[cfg(test)]
