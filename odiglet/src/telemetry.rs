@@ -65,7 +65,7 @@ static LIVE: OnceLock<LiveFilter> = OnceLock::new();
 /// Comma-separated `level`, `target` or `target=level` directives, the most specific target
 /// winning, as `EnvFilter` reads them: empty ones are skipped and none at all logs nothing.
 /// `Targets` instead of `EnvFilter`, whose span and field-value filters (unused here) pull in
-/// a regex DFA builder: 130 KiB of code (BENCHMARKS.md, `odiglet run`).
+/// a regex DFA builder: about 110 KiB of code (BENCHMARKS.md, `odiglet run`).
 fn parse(directives: &str) -> Result<Targets, TelemetryError> {
     let kept: Vec<&str> = directives.split(',').filter(|d| !d.is_empty()).collect();
     if kept.is_empty() {

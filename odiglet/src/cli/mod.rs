@@ -130,8 +130,8 @@ impl UprobeLinksArg {
 
 /// Worker threads at most, unless `TOKIO_WORKER_THREADS` says otherwise. The span path is two
 /// tasks (ring reader, exporter) and the rest is control-plane work, while each worker costs
-/// resident memory (its stack, its malloc arena): about 0.1 MiB, so tokio's default of one per
-/// CPU would be some 6 MiB on a 64-CPU node (BENCHMARKS.md, `odiglet run`).
+/// resident memory (its stack, its malloc arena): 0.06-0.1 MiB, so tokio's default of one per
+/// CPU would be 4-6 MiB on a 64-CPU node (BENCHMARKS.md, `odiglet run`).
 const MAX_WORKERS: usize = 4;
 
 /// A multi-threaded runtime for long-running subcommands.
