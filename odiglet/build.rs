@@ -11,6 +11,15 @@ use std::{env, fs, path::PathBuf};
 const OBJECTS: &[&str] = &["lifecycle", "go_http"];
 
 fn main() {
+    // Relative relocations packed (DT_RELR; glibc 2.36+, as in the image's Debian bookworm,
+    // and a linker that knows it: rust-lld, GNU ld 2.38+). ld.so reads the whole table at
+    // every start, so its pages stay resident: 0.9 MiB as RELA, a few KiB packed
+    // (BENCHMARKS.md, `odiglet run`).
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
+    {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     // `cargo xtask build-ebpf` always builds into this directory, whatever CARGO_TARGET_DIR is.

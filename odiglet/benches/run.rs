@@ -255,6 +255,55 @@ impl Drop for Daemon {
     }
 }
 
+/// VmHWM of `pid` in KiB: its peak RSS since start (the start-up peak, at idle).
+fn peak_rss(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("process status")
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident KiB of `pid` by mapping kind, from `/proc/<pid>/smaps`: the binary's mappings by
+/// permissions (code, read-only data, relocated data), the BPF maps (the rings), shared
+/// libraries, the heap and the other anonymous mappings (thread arenas and stacks).
+fn smaps(pid: u32) -> Vec<(String, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let binary = fs::canonicalize(ODIGLET).expect("odiglet binary");
+    let binary = binary.to_string_lossy();
+    let mut kinds: Vec<(String, u64)> = Vec::new();
+    let mut kind = String::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = fields.next().unwrap_or_default();
+            let path = fields.nth(3).unwrap_or_default();
+            kind = if path == binary {
+                format!("binary {perms}")
+            } else if path.contains("bpf") {
+                "BPF maps (rings)".to_owned()
+            } else if path.contains(".so") {
+                "shared libraries".to_owned()
+            } else if path == "[heap]" {
+                "[heap]".to_owned()
+            } else if path.is_empty() {
+                "other anonymous (arenas, stacks)".to_owned()
+            } else {
+                format!("other {path}")
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, total)) => *total += kib,
+                None => kinds.push((kind.clone(), kib)),
+            }
+        }
+    }
+    kinds
+}
+
 fn row(name: &str, m: Memory, baseline: Memory) {
     println!(
         "| {name} | {:.1} | {:.1} | {:.1} | {:.2} |",
@@ -318,6 +367,7 @@ fn main() {
     // Baseline: the same daemon on a node with no pods.
     let baseline = Daemon::start(&api, kubelet_dir.path(), EMPTY_NODE, cgroups.root());
     let (baseline_cpu, baseline_memory) = baseline.idle();
+    let baseline_peak = peak_rss(baseline.pid());
     let baseline_stopped_in = baseline.stop();
 
     let start = Instant::now();
@@ -329,6 +379,7 @@ fn main() {
     // Runtime detection of the ready pods and their status writes settle.
     std::thread::sleep(Duration::from_secs(5));
     let (idle_cpu, idle) = daemon.idle();
+    let idle_smaps = smaps(daemon.pid());
 
     let churn_start = Instant::now();
     let status = Command::new("/bin/sh")
@@ -342,6 +393,7 @@ fn main() {
     });
     std::thread::sleep(Duration::from_secs(10));
     let after = daemon.memory();
+    let peak = peak_rss(daemon.pid());
     let metrics = get(daemon.health, "/metrics").unwrap_or_default();
     let stopped_in = daemon.stop();
     drop(processes);
@@ -360,6 +412,15 @@ fn main() {
     );
     row("idle, 100 pods, 20 instrumented", idle, baseline_memory);
     row("after 10 000 exec/exit cycles", after, baseline_memory);
+    println!(
+        "VmHWM (peak RSS): baseline {:.1} MiB, 100 pods {:.1} MiB",
+        mib(baseline_peak),
+        mib(peak)
+    );
+    println!("idle, 100 pods, resident by mapping (smaps):");
+    for (kind, kib) in &idle_smaps {
+        println!("  {kind}: {:.2} MiB", mib(*kib));
+    }
     println!(
         "idle CPU over {IDLE:?}: {:.3}% of one core (baseline {:.3}%)",
         idle_cpu * 100.0,

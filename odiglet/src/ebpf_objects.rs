@@ -33,18 +33,17 @@ fn non_empty(name: &'static str, bytes: &'static [u8]) -> Result<&'static [u8], 
     }
 }
 
-/// The loader for our objects: without kernel BTF, and with the heap its parse used given back.
+/// The loader for our objects: without kernel BTF, and with the heap freed so far given back.
 ///
 /// Our objects have no CO-RE relocations (offsets are resolved in user space), so aya has
-/// nothing to relocate with the kernel's BTF. But aya 0.14's `EbpfLoader::new()` parses
-/// `/sys/kernel/btf/vmlinux` before `.btf(None)` can say so (aya-rs/aya#1172): a 5.5 MiB read
-/// and some 100 000 small allocations, 19 MiB at the peak here, dropped at once by `.btf(None)`.
-/// glibc keeps those freed pages in its heap, where later allocations pin them, so they stayed
-/// resident: 22 MiB of an idle `odiglet run` for the two objects. `malloc_trim` returns every
-/// free page of every arena to the kernel.
+/// nothing to relocate with the kernel's BTF. The vendored aya parses `/sys/kernel/btf/vmlinux`
+/// only for a loader not given `.btf(...)` (vendor/README.md); aya 0.14's `EbpfLoader::new()`
+/// parsed it anyway (aya-rs/aya#1172), a 19 MiB heap peak here. `malloc_trim` still returns
+/// the pages freed by start-up (configuration, watches syncing, the first object's load) that
+/// glibc would keep below later allocations: 0.2-0.4 MiB of the idle daemon's heap.
 pub fn loader() -> EbpfLoader<'static> {
+    heap::release_free();
     let mut loader = EbpfLoader::new();
     loader.btf(None);
-    heap::release_free();
     loader
 }

@@ -1,14 +1,14 @@
 //! The allocator's footprint: fixed glibc thresholds, and freed heap returned to the kernel.
 //!
 //! glibc's malloc adapts its mmap threshold: freeing an mmapped block raises the threshold to
-//! that block's size and the trim threshold to twice it. aya's loader frees a 5.5 MiB read of
-//! the kernel's BTF at start-up (see `ebpf_objects::loader`), so from then on every buffer up
-//! to 5.5 MiB (a Go binary's inflated DWARF, API list bodies) came from the arenas and no
-//! arena gave back its top below 11 MiB: the idle daemon kept each arena's high-water mark,
-//! about 4 MiB of `odiglet run` with 100 pods (BENCHMARKS.md). [`configure`] pins both
-//! thresholds at glibc's defaults. Pages freed below live allocations still stay resident
-//! until reused; [`release_free`] returns them after the one burst that needs it (the loader's
-//! BTF parse). This module is the one place that talks to the allocator.
+//! that block's size and the trim threshold to twice it. After one large buffer freed at
+//! start-up (aya's 5.5 MiB read of the kernel's BTF did that, before vendor/aya skipped it),
+//! every buffer up to its size (a Go binary's inflated DWARF, API list bodies) came from the
+//! arenas and no arena gave back its top below twice that: the idle daemon kept each arena's
+//! high-water mark, about 4 MiB of `odiglet run` with 100 pods (BENCHMARKS.md). [`configure`]
+//! pins both thresholds at glibc's defaults. Pages freed below live allocations still stay
+//! resident until reused; [`release_free`] returns them once start-up is done with them
+//! (`ebpf_objects::loader`). This module is the one place that talks to the allocator.
 
 /// glibc's default thresholds, made fixed (setting them turns the adaptation off).
 const MMAP_THRESHOLD: i32 = 128 * 1024;

@@ -12,8 +12,8 @@
 //!               ops (health port: healthz, readyz, metrics, status)
 //! k8s: watches (pods of this node, InstrumentationConfigs) → manager requests, OpAMP config,
 //!      runtime-detection status writes
-//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), heap (freed memory back
-//! to the kernel), time, telemetry, metrics,
+//! leaves: ebpf_objects (embedded objects), ring (async ring buffers), heap (the allocator's
+//! fixed thresholds), time, telemetry, metrics,
 //! agents_dir and node_setup (`odiglet init`: the agents into the host directory pods mount,
 //! the node labelled and its start-up taint lifted)
 //! cli: one module per subcommand, the only place that composes the others

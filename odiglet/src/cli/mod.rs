@@ -128,9 +128,20 @@ impl UprobeLinksArg {
     }
 }
 
+/// Worker threads at most, unless `TOKIO_WORKER_THREADS` says otherwise. The span path is two
+/// tasks (ring reader, exporter) and the rest is control-plane work, while each worker costs
+/// resident memory (its stack, its malloc arena): 0.06-0.1 MiB, so tokio's default of one per
+/// CPU would be 4-6 MiB on a 64-CPU node (BENCHMARKS.md, `odiglet run`).
+const MAX_WORKERS: usize = 4;
+
 /// A multi-threaded runtime for long-running subcommands.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        builder.worker_threads(cpus.min(MAX_WORKERS));
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Runtime(anyhow::Error::new(e).context("cannot start the runtime")))

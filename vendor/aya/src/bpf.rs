@@ -116,7 +116,9 @@ pub fn features() -> &'static Features {
 /// ```
 #[derive(Debug)]
 pub struct EbpfLoader<'a> {
-    btf: Option<Cow<'a, Btf>>,
+    // `None` until [`EbpfLoader::btf`] is called: `load` then parses the kernel's BTF, so that
+    // `.btf(None)` skips the parse instead of dropping its result (aya-rs/aya#1172).
+    btf: Option<Option<Cow<'a, Btf>>>,
     default_map_pin_directory: Option<PathBuf>,
     globals: HashMap<&'a str, (&'a [u8], bool)>,
     // Max entries overrides the max_entries field of the map that matches the provided name
@@ -160,7 +162,7 @@ impl<'a> EbpfLoader<'a> {
     /// Creates a new loader instance.
     pub fn new() -> Self {
         Self {
-            btf: Btf::from_sys_fs().ok().map(Cow::Owned),
+            btf: None,
             default_map_pin_directory: None,
             globals: HashMap::new(),
             max_entries: HashMap::new(),
@@ -189,7 +191,7 @@ impl<'a> EbpfLoader<'a> {
     /// # Ok::<(), aya::EbpfError>(())
     /// ```
     pub fn btf(&mut self, btf: Option<&'a Btf>) -> &mut Self {
-        self.btf = btf.map(Cow::Borrowed);
+        self.btf = Some(btf.map(Cow::Borrowed));
         self
     }
 
@@ -492,7 +494,15 @@ impl<'a> EbpfLoader<'a> {
             None
         };
 
-        if let Some(btf) = &btf {
+        let kernel_btf;
+        let btf = match btf {
+            Some(btf) => btf.as_deref(),
+            None => {
+                kernel_btf = Btf::from_sys_fs().ok();
+                kernel_btf.as_ref()
+            }
+        };
+        if let Some(btf) = btf {
             obj.relocate_btf(btf)?;
         }
 
