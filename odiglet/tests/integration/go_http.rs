@@ -616,6 +616,8 @@ async fn trace_exe_instruments_processes_that_start_later() {
             "--exe",
         ])
         .arg(&binary)
+        // One page: an exec burst overflows it, as a storm does the default ring.
+        .args(["--lifecycle-ring-bytes", "4096"])
         .arg("--otlp-endpoint")
         .arg(receiver.endpoint())
         .stdout(Stdio::null())
@@ -626,14 +628,30 @@ async fn trace_exe_instruments_processes_that_start_later() {
     let log = LogLines::new(&mut odiglet.0);
     log.wait_for("watching for processes of the executable");
 
-    // Two processes of the executable, one after the other, each started after odiglet.
-    for round in 0..2 {
+    // Three processes of the executable, one after the other, each started after odiglet; the
+    // last amid an exec burst that loses its exec record, so a rescan must find it.
+    for round in 0..3 {
         let port = free_port();
+        let burst: Vec<_> = (0..if round == 2 { 8 } else { 0 })
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..100 {
+                        let _ = Command::new("/bin/true").status();
+                    }
+                })
+            })
+            .collect();
+        if !burst.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let service = spawn_service(
             "late starter",
             Command::new(&binary).arg(port.to_string()),
             port,
         );
+        for spawner in burst {
+            spawner.join().unwrap();
+        }
         log.wait_for_pid("attached Go probes", service.pid());
         let pid = service.pid().to_string();
         let path = "/hello";
