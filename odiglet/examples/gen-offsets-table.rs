@@ -2,7 +2,8 @@
 //! of Go programs built by `cargo xtask gen-offsets`:
 //! `gen-offsets-table TABLE.json BINARY...`. Every binary must have DWARF. One that links
 //! grpc-go gives that grpc-go version's entry (its module fields); the others give their Go
-//! minor version's standard-library entry. Releases of one Go minor must agree, and so must
+//! minor version's standard-library entry, with the map internals of their layout (a
+//! `GOEXPERIMENT=noswissmap` build gives Go 1.24-1.25's bucket maps). Releases of one Go minor must agree, and so must
 //! the Go releases building one grpc-go version.
 #![expect(clippy::print_stdout, reason = "a tool that reports on the terminal")]
 
@@ -35,10 +36,14 @@ fn main() -> anyhow::Result<()> {
         }
         let version = GoVersion::parse(&resolved.go_version)
             .with_context(|| format!("{}: version {}", binary.display(), resolved.go_version))?;
+        let map = resolved
+            .map_layout
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{}: map layout", binary.display()))?;
         table
-            .record(version, &resolved.offsets)
+            .record(version, map, &resolved.offsets)
             .map_err(anyhow::Error::msg)?;
-        println!("gen-offsets: go {version}: {:?}", resolved.offsets);
+        println!("gen-offsets: go {version} ({map}): {:?}", resolved.offsets);
     }
     std::fs::write(&out, table.to_json())
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -56,7 +61,7 @@ fn record_library(table: &mut OffsetsTable, binary: &std::path::Path) -> anyhow:
     }
     let version = GoVersion::parse(&info.version)
         .with_context(|| format!("{}: version {}", binary.display(), info.version))?;
-    let partial = goelf::dwarf::read_partial(&image, version)
+    let partial = goelf::dwarf::read_partial(&image, version, None)
         .with_context(|| format!("{}: DWARF", binary.display()))?
         .with_context(|| format!("{}: no DWARF", binary.display()))?;
     table

@@ -1,6 +1,8 @@
 //! The eBPF objects embedded at build time (see `build.rs`), and the loader they load with.
 
-use aya::{EbpfLoader, include_bytes_aligned};
+use aya::{EbpfLoader, include_bytes_aligned, programs::ProgramError};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use tracing::debug;
 
 use crate::heap;
 
@@ -46,4 +48,44 @@ pub fn loader() -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     loader.btf(None);
     loader
+}
+
+/// Verifier runs interrupted by a pending signal (the kernel returns `EAGAIN`, as libbpf
+/// knows) are retried this many times.
+const LOAD_ATTEMPTS: usize = 5;
+
+/// Runs `load` (one program's `load()`), retrying when a signal interrupted the verifier: in a
+/// process that gets signals (`SIGCHLD`s where tokio reaps children) long verifications would
+/// otherwise fail at random, the more so the busier the machine. A failed load leaves the
+/// program loadable again.
+pub fn load_retrying(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    // Signals blocked on this thread are delivered to another one and do not interrupt the
+    // verifier; the retry covers signals aimed at this thread itself.
+    let mut previous = SigSet::empty();
+    let masked = pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    );
+    let mut attempt = 1;
+    let result = loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                debug!(
+                    attempt,
+                    "verifier interrupted by a signal; retrying the load"
+                );
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    if masked.is_ok() {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    }
+    result
 }

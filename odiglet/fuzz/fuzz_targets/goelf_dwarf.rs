@@ -4,7 +4,7 @@
 
 use gimli::SectionId;
 use libfuzzer_sys::fuzz_target;
-use odiglet::goelf::{GoVersion, dwarf};
+use odiglet::goelf::{GoVersion, dwarf, fields::MapLayout};
 
 fuzz_target!(|data: &[u8]| {
     // Two length bytes each for the abbreviations and strings, then `.debug_info`.
@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let (abbrev, rest) = rest.split_at(abbrev_len);
     let str_len = usize::from(u16::from_le_bytes([s0, s1])).min(rest.len());
     let (strings, info) = rest.split_at(str_len);
-    for version in [GoVersion::new(1, 22, 0), GoVersion::new(1, 25, 0)] {
+    for (version, map) in [
+        (GoVersion::new(1, 22, 0), MapLayout::Buckets),
+        (GoVersion::new(1, 25, 0), MapLayout::Swiss),
+        (GoVersion::new(1, 25, 0), MapLayout::Buckets),
+    ] {
         let _ = dwarf::extract(
             |id| match id {
                 SectionId::DebugInfo => info,
@@ -24,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
                 _ => &[],
             },
             version,
+            Some(map),
         );
     }
 });

@@ -186,6 +186,7 @@ impl Tracer {
         interrupted: &mut super::Interrupted,
     ) -> anyhow::Result<()> {
         let mut check = tokio::time::interval(COUNTER_CHECK_INTERVAL);
+        let mut lifecycle_lost = watcher.counters().lost();
         loop {
             tokio::select! {
                 () = interrupted.wait() => return Ok(()),
@@ -193,7 +194,18 @@ impl Tracer {
                     Some(event) => self.on_event(&event, wanted),
                     None => anyhow::bail!("the process-lifecycle probe stopped"),
                 },
-                _ = check.tick() => self.report_drops(),
+                _ = check.tick() => {
+                    self.report_drops();
+                    // A lost exec record (a full ring buffer in an exec storm) would leave its
+                    // process untraced for good: look for the executable's processes again.
+                    let lost = watcher.counters().lost();
+                    if let Some(wanted) = wanted
+                        && lost > lifecycle_lost
+                    {
+                        self.rescan(&watcher, wanted);
+                    }
+                    lifecycle_lost = lost;
+                }
             }
             if wanted.is_none() && self.attached.is_empty() {
                 info!("every traced process exited");
@@ -227,12 +239,36 @@ impl Tracer {
         }
     }
 
+    /// Attaches to the running processes of the `wanted` executable not traced yet.
+    fn rescan(&mut self, watcher: &ProcessWatcher, wanted: (u64, u64)) {
+        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+            return;
+        };
+        let pids: Vec<u32> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|pid| !self.attached.contains(pid))
+            .collect();
+        for pid in pids {
+            let exe = self.proc_root.join(pid.to_string()).join("exe");
+            if file_identity(&exe).is_ok_and(|identity| identity == wanted) {
+                info!(pid, "found by a rescan after lost process events");
+                self.attach(pid);
+                // Its exit must be reported though its exec was not.
+                if self.attached.contains(&pid)
+                    && let Err(error) = watcher.track(pid)
+                {
+                    warn!(pid, %error, "cannot track the process; its exit may be missed");
+                }
+            }
+        }
+    }
+
     /// Attaches to `pid`; a process that cannot be instrumented is a logged error, not fatal.
     fn attach(&mut self, pid: u32) {
         let resolved = match resolve_targets(&self.proc_root, pid, self.libraries) {
             Ok(resolved) => resolved,
             Err(error) => {
-                warn!(pid, error = %format!("{error:#}"), "cannot instrument process");
+                warn!(pid, error = %format!("{:#}", anyhow::Error::new(error)), "cannot instrument process");
                 return;
             }
         };
@@ -240,7 +276,7 @@ impl Tracer {
             warn!(pid, skipped = %skipped, "library not instrumented");
         }
         if let Err(error) = self.engine.probes().attach(pid, &resolved.targets) {
-            warn!(pid, error = %format!("{error:#}"), "cannot attach Go probes");
+            warn!(pid, error = %format!("{:#}", anyhow::Error::new(error)), "cannot attach Go probes");
             return;
         }
         let exe = std::fs::read_link(&resolved.targets.exe).ok();

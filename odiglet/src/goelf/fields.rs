@@ -58,6 +58,80 @@ impl fmt::Display for GoVersion {
 /// Oldest Go with the register ABI the probes read arguments from.
 pub const MIN_GO: GoVersion = GoVersion::new(1, 17, 0);
 
+/// How a binary's runtime stores maps: what the incoming-traceparent probe walks in
+/// `Request.Header`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapLayout {
+    /// `runtime.hmap` and its buckets: Go < 1.24, and 1.24-1.25 built with
+    /// `GOEXPERIMENT=noswissmap`.
+    Buckets,
+    /// `internal/runtime/maps.Map` swiss tables: the default since Go 1.24, the only one
+    /// since 1.26.
+    Swiss,
+}
+
+/// First release with swiss tables (by default), and the last one with the `noswissmap`
+/// experiment.
+const SWISS_SINCE: (u32, u32) = (1, 24);
+const NOSWISSMAP_UNTIL: (u32, u32) = (1, 25);
+
+impl MapLayout {
+    /// The layout of a Go `version` binary built with the experiment lists `experiments`: the
+    /// ` X:` part of its version string and its `GOEXPERIMENT` build setting, each a
+    /// `GOEXPERIMENT`-style comma list (empty: the release's defaults). `Err` says why it
+    /// cannot be known: the lists disagree, or one names an experiment `version` lacks.
+    pub fn from_build(version: GoVersion, experiments: &[&str]) -> Result<Self, String> {
+        let v = version.minor_version();
+        let has_experiment = v >= SWISS_SINCE && v <= NOSWISSMAP_UNTIL;
+        let mut layouts = Vec::with_capacity(experiments.len());
+        for list in experiments {
+            // The last mention wins, as when Go parses GOEXPERIMENT; `none` turns every
+            // experiment off, swissmap included where it is one.
+            let mut swiss = v >= SWISS_SINCE;
+            for name in list.split(',').map(str::trim) {
+                let claim = match name {
+                    "swissmap" => true,
+                    "noswissmap" => false,
+                    "none" if has_experiment => false,
+                    _ => continue,
+                };
+                if !has_experiment && claim != swiss {
+                    return Err(format!(
+                        "its build info says GOEXPERIMENT={name}, which Go {version} does not have"
+                    ));
+                }
+                swiss = claim;
+            }
+            layouts.push(if swiss { Self::Swiss } else { Self::Buckets });
+        }
+        let first = layouts.first().copied().unwrap_or(if v >= SWISS_SINCE {
+            Self::Swiss
+        } else {
+            Self::Buckets
+        });
+        if layouts.iter().any(|l| *l != first) {
+            return Err(format!(
+                "its build info disagrees with itself on the swissmap experiment ({})",
+                experiments
+                    .iter()
+                    .map(|l| format!("{l:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" vs ")
+            ));
+        }
+        Ok(first)
+    }
+}
+
+impl fmt::Display for MapLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Buckets => "bucket maps (runtime.hmap)",
+            Self::Swiss => "swiss-table maps (internal/runtime/maps.Map)",
+        })
+    }
+}
+
 /// One field of [`GoOffsets`].
 #[derive(Clone, Copy, Debug)]
 pub struct Field {
@@ -78,14 +152,42 @@ pub struct Field {
     /// A standard-library field the DWARF may lack (the linker drops the types of unused
     /// code): only the probe that reads it is left out, the rest of the binary's offsets hold.
     pub optional: bool,
+    /// For the runtime's map internals: the map layout the field belongs to.
+    pub map: Option<MapLayout>,
 }
 
 impl Field {
-    /// Whether the probes use this field for `version`; outside, it is [`OFFSET_NONE`].
-    pub fn applies_to(&self, version: GoVersion) -> bool {
+    /// Whether the probes use this field for a `version` binary with maps laid out as `map`
+    /// (`None`: unknown, so no map field applies); outside, it is [`OFFSET_NONE`].
+    pub fn applies_to(&self, version: GoVersion, map: Option<MapLayout>) -> bool {
+        self.exists_in(version) && self.map.is_none_or(|layout| map == Some(layout))
+    }
+
+    /// Whether Go `version` can have this field at all (whatever its map layout).
+    pub fn exists_in(&self, version: GoVersion) -> bool {
         let v = version.minor_version();
         v >= self.since && self.until.is_none_or(|until| v <= until)
     }
+}
+
+/// The fields of map layout `layout`.
+pub fn map_fields(layout: MapLayout) -> impl Iterator<Item = &'static Field> {
+    FIELDS.iter().filter(move |f| f.map == Some(layout))
+}
+
+/// Whether `offsets` has every field of map layout `layout`.
+pub fn has_map_layout(offsets: &GoOffsets, layout: MapLayout) -> bool {
+    map_fields(layout).all(|f| get(offsets, f.key).is_some_and(|v| v != OFFSET_NONE))
+}
+
+/// `offsets` with every map field [`OFFSET_NONE`] but those of `keep`.
+pub fn only_map_layout(mut offsets: GoOffsets, keep: Option<MapLayout>) -> GoOffsets {
+    for field in FIELDS.iter().filter(|f| f.map.is_some() && f.map != keep) {
+        if let Some(slot) = slot(&mut offsets, field.key) {
+            *slot = OFFSET_NONE;
+        }
+    }
+    offsets
 }
 
 const fn field(key: &'static str, structure: &'static str, member: &'static str) -> Field {
@@ -98,6 +200,26 @@ const fn field(key: &'static str, structure: &'static str, member: &'static str)
         module: None,
         library: None,
         optional: false,
+        map: None,
+    }
+}
+
+/// A field of the runtime's map internals for maps laid out as `map`.
+const fn map_field(
+    map: MapLayout,
+    key: &'static str,
+    structure: &'static str,
+    member: &'static str,
+) -> Field {
+    let (since, until) = match map {
+        MapLayout::Buckets => ((1, 17), Some(NOSWISSMAP_UNTIL)),
+        MapLayout::Swiss => (SWISS_SINCE, None),
+    };
+    Field {
+        since,
+        until,
+        map: Some(map),
+        ..field(key, structure, member)
     }
 }
 
@@ -122,7 +244,7 @@ const X_NET_MODULE: &str = "golang.org/x/net";
 
 const REQUEST: &str = "net/http.Request";
 const URL: &str = "net/url.URL";
-/// Go < 1.24 maps; Go >= 1.24 swiss-table maps (the default since 1.24).
+/// Bucket maps and swiss-table maps ([`MapLayout`]).
 const HMAP: &str = "runtime.hmap";
 const SWISS_MAP: &str = "internal/runtime/maps.Map";
 const SWISS_GROUPS: &str = "internal/runtime/maps.groupsReference";
@@ -244,48 +366,28 @@ pub const FIELDS: &[Field] = &[
         "golang.org/x/net/http2.FrameHeader",
         "StreamID",
     ),
-    // Incoming traceparent: the header map and the runtime's map internals.
+    // Incoming traceparent: the header map and the runtime's map internals, of the layout
+    // the binary has (`MapLayout`).
     field("request_header", REQUEST, "Header"),
-    Field {
-        until: Some((1, 23)),
-        ..field("hmap_flags", HMAP, "flags")
-    },
-    Field {
-        until: Some((1, 23)),
-        ..field("hmap_b", HMAP, "B")
-    },
-    Field {
-        until: Some((1, 23)),
-        ..field("hmap_buckets", HMAP, "buckets")
-    },
-    Field {
-        until: Some((1, 23)),
-        ..field("hmap_oldbuckets", HMAP, "oldbuckets")
-    },
-    Field {
-        since: (1, 24),
-        ..field("swiss_dir_ptr", SWISS_MAP, "dirPtr")
-    },
-    Field {
-        since: (1, 24),
-        ..field("swiss_dir_len", SWISS_MAP, "dirLen")
-    },
-    Field {
-        since: (1, 24),
-        ..field(
-            "swiss_table_groups",
-            "internal/runtime/maps.table",
-            "groups",
-        )
-    },
-    Field {
-        since: (1, 24),
-        ..field("swiss_groups_data", SWISS_GROUPS, "data")
-    },
-    Field {
-        since: (1, 24),
-        ..field("swiss_groups_length_mask", SWISS_GROUPS, "lengthMask")
-    },
+    map_field(MapLayout::Buckets, "hmap_flags", HMAP, "flags"),
+    map_field(MapLayout::Buckets, "hmap_b", HMAP, "B"),
+    map_field(MapLayout::Buckets, "hmap_buckets", HMAP, "buckets"),
+    map_field(MapLayout::Buckets, "hmap_oldbuckets", HMAP, "oldbuckets"),
+    map_field(MapLayout::Swiss, "swiss_dir_ptr", SWISS_MAP, "dirPtr"),
+    map_field(MapLayout::Swiss, "swiss_dir_len", SWISS_MAP, "dirLen"),
+    map_field(
+        MapLayout::Swiss,
+        "swiss_table_groups",
+        "internal/runtime/maps.table",
+        "groups",
+    ),
+    map_field(MapLayout::Swiss, "swiss_groups_data", SWISS_GROUPS, "data"),
+    map_field(
+        MapLayout::Swiss,
+        "swiss_groups_length_mask",
+        SWISS_GROUPS,
+        "lengthMask",
+    ),
 ];
 
 /// Offsets with every field [`OFFSET_NONE`] (and no library enabled).
@@ -420,11 +522,56 @@ mod tests {
         let pattern = FIELDS.iter().find(|f| f.key == "request_pattern");
         let pat = FIELDS.iter().find(|f| f.key == "request_pat");
         let (pattern, pat) = (pattern.expect("pattern"), pat.expect("pat"));
-        assert!(!pattern.applies_to(GoVersion::new(1, 22, 10)));
-        assert!(pattern.applies_to(GoVersion::new(1, 23, 0)));
-        assert!(pat.applies_to(GoVersion::new(1, 22, 0)));
-        assert!(!pat.applies_to(GoVersion::new(1, 21, 13)));
-        assert!(!pat.applies_to(GoVersion::new(1, 23, 0)));
+        assert!(!pattern.applies_to(GoVersion::new(1, 22, 10), None));
+        assert!(pattern.applies_to(GoVersion::new(1, 23, 0), None));
+        assert!(pat.applies_to(GoVersion::new(1, 22, 0), None));
+        assert!(!pat.applies_to(GoVersion::new(1, 21, 13), None));
+        assert!(!pat.applies_to(GoVersion::new(1, 23, 0), None));
+    }
+
+    #[test]
+    fn map_layout_follows_the_release_and_the_swissmap_experiment() {
+        let v = |minor| GoVersion::new(1, minor, 3);
+        let layout = |minor, lists: &[&str]| MapLayout::from_build(v(minor), lists);
+        assert_eq!(layout(23, &["", ""]), Ok(MapLayout::Buckets));
+        assert_eq!(layout(24, &[""]), Ok(MapLayout::Swiss));
+        assert_eq!(layout(27, &[]), Ok(MapLayout::Swiss));
+        assert_eq!(
+            layout(25, &["noswissmap", "noswissmap"]),
+            Ok(MapLayout::Buckets)
+        );
+        assert_eq!(
+            layout(24, &["nocoverageredesign,noswissmap"]),
+            Ok(MapLayout::Buckets)
+        );
+        assert_eq!(layout(25, &["noswissmap,swissmap"]), Ok(MapLayout::Swiss));
+        assert_eq!(layout(25, &["none"]), Ok(MapLayout::Buckets));
+        assert_eq!(layout(23, &["noswissmap"]), Ok(MapLayout::Buckets));
+        // The version string and the build setting disagree: unknown.
+        let why = layout(25, &["noswissmap", ""]).expect_err("disagreement");
+        assert!(why.contains("disagrees"), "{why}");
+        // Experiments a release does not have.
+        let why = layout(26, &["noswissmap"]).expect_err("gone in 1.26");
+        assert!(
+            why.contains("noswissmap") && why.contains("1.26.3"),
+            "{why}"
+        );
+        assert!(layout(23, &["swissmap"]).is_err());
+        let hmap = FIELDS
+            .iter()
+            .find(|f| f.key == "hmap_buckets")
+            .expect("hmap");
+        let swiss = FIELDS
+            .iter()
+            .find(|f| f.key == "swiss_dir_ptr")
+            .expect("swiss");
+        assert!(hmap.applies_to(v(25), Some(MapLayout::Buckets)));
+        assert!(!hmap.applies_to(v(25), Some(MapLayout::Swiss)));
+        assert!(!hmap.applies_to(v(26), Some(MapLayout::Buckets)));
+        assert!(!swiss.applies_to(v(25), None));
+        assert!(!swiss.applies_to(v(23), Some(MapLayout::Swiss)));
+        assert_eq!(map_fields(MapLayout::Buckets).count(), 4);
+        assert_eq!(map_fields(MapLayout::Swiss).count(), 5);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use odiglet_common::go::GoOffsets;
 use thiserror::Error;
 
 pub use buildinfo::{BuildInfo, BuildInfoError, GoModule};
-pub use fields::GoVersion;
+pub use fields::{GoVersion, MapLayout};
 
 use crate::inspect::elf::{ElfError, ElfImage};
 
@@ -118,6 +118,9 @@ pub struct ResolvedOffsets {
     /// Libraries (module paths) whose offsets came from neither the DWARF nor the table, each
     /// with why the table has none for this binary.
     pub table_gaps: Vec<(&'static str, String)>,
+    /// How the binary's maps are laid out, with that layout's offsets in `offsets`; `Err` says
+    /// why they are unknown (no map field is then set: incoming trace context is off).
+    pub map_layout: Result<MapLayout, String>,
 }
 
 /// The libraries whose offsets the table keys by library version.
@@ -228,42 +231,73 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
             version,
         });
     }
-    let table = offsets_table::shipped().lookup(version);
-    let dwarf = match dwarf::read_partial(&image, version) {
-        Ok(Some(partial)) if partial.missing.is_empty() => {
-            return Ok(ResolvedOffsets {
-                offsets: partial.offsets,
-                go_version: info.version,
-                source: OffsetSource::Dwarf,
-                modules: info.modules,
-                table_gaps: Vec::new(),
-            });
+    // The build info says which map layout the binary has; its DWARF, where it has the
+    // runtime's map structs, can only confirm that.
+    let claimed = MapLayout::from_build(version, &info.experiments());
+    let resolved = |offsets, source, table_gaps, map_layout: Result<MapLayout, String>| {
+        let map_layout = map_layout.and_then(|layout| {
+            if fields::has_map_layout(&offsets, layout) {
+                Ok(layout)
+            } else {
+                Err(format!(
+                    "neither its DWARF nor the shipped table has the offsets of its {layout} \
+                     for Go {}",
+                    version.minor_key()
+                ))
+            }
+        });
+        ResolvedOffsets {
+            offsets: fields::only_map_layout(offsets, map_layout.as_ref().ok().copied()),
+            go_version: info.version.clone(),
+            source,
+            modules: info.modules.clone(),
+            table_gaps,
+            map_layout,
         }
-        // Standard fields the linker dropped with unused code: the table gives them, the
-        // DWARF still gives the modules' (which the table has not).
-        Ok(Some(partial)) => match table {
-            Some(table) => {
-                return Ok(ResolvedOffsets {
-                    offsets: with_module_fields(table, &partial.offsets),
-                    go_version: info.version,
-                    source: OffsetSource::Table,
-                    modules: info.modules,
-                    table_gaps: Vec::new(),
-                });
-            }
-            None => {
-                let lacks: Vec<String> = partial
-                    .missing
-                    .iter()
-                    .map(|f| format!("{}.{}", f.structure, f.member))
-                    .collect();
-                format!("its DWARF lacks {}", lacks.join(", "))
-            }
-        },
-        Ok(None) => "the binary has no DWARF".to_owned(),
-        Err(error) => format!("its DWARF does not do ({})", error_chain(&error)),
     };
-    match table {
+    let table = |map: &Result<MapLayout, String>| {
+        offsets_table::shipped().lookup(version, map.as_ref().ok().copied())
+    };
+    let (dwarf, map_layout) = match dwarf::read_partial(&image, version, claimed.clone().ok()) {
+        Ok(Some(mut partial)) => {
+            let map_layout = confirmed_by_dwarf(claimed, &partial.map_layouts);
+            if map_layout.is_err() {
+                // Not the layout it claims: none of the claimed layout's fields is missing,
+                // none is used.
+                partial.missing.retain(|f| f.map.is_none());
+            }
+            if partial.missing.is_empty() {
+                return Ok(resolved(
+                    partial.offsets,
+                    OffsetSource::Dwarf,
+                    Vec::new(),
+                    map_layout,
+                ));
+            }
+            // Standard fields the linker dropped with unused code: the table gives them, the
+            // DWARF still gives the modules' (which the table has not).
+            if let Some(table) = table(&map_layout) {
+                return Ok(resolved(
+                    with_module_fields(table, &partial.offsets),
+                    OffsetSource::Table,
+                    Vec::new(),
+                    map_layout,
+                ));
+            }
+            let lacks: Vec<String> = partial
+                .missing
+                .iter()
+                .map(|f| format!("{}.{}", f.structure, f.member))
+                .collect();
+            (format!("its DWARF lacks {}", lacks.join(", ")), map_layout)
+        }
+        Ok(None) => ("the binary has no DWARF".to_owned(), claimed),
+        Err(error) => (
+            format!("its DWARF does not do ({})", error_chain(&error)),
+            claimed,
+        ),
+    };
+    match table(&map_layout) {
         Some(mut offsets) => {
             // No DWARF for the libraries either: the table by their versions.
             let mut table_gaps = Vec::new();
@@ -274,13 +308,12 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
                     table_gaps.push((*library, why));
                 }
             }
-            Ok(ResolvedOffsets {
+            Ok(resolved(
                 offsets,
-                go_version: info.version,
-                source: OffsetSource::Table,
-                modules: info.modules,
+                OffsetSource::Table,
                 table_gaps,
-            })
+                map_layout,
+            ))
         }
         None => Err(GoElfError::NoOffsets {
             path: path(),
@@ -288,6 +321,21 @@ pub fn go_offsets(binary: &Path) -> Result<ResolvedOffsets, GoElfError> {
             minor: version.minor_key(),
             dwarf,
         }),
+    }
+}
+
+/// The layout the build info claims, unless the DWARF has the runtime structs of another
+/// layout only.
+fn confirmed_by_dwarf(
+    claimed: Result<MapLayout, String>,
+    in_dwarf: &[MapLayout],
+) -> Result<MapLayout, String> {
+    let claimed = claimed?;
+    match in_dwarf {
+        [only] if *only != claimed => Err(format!(
+            "its build info says {claimed} but its DWARF has {only}"
+        )),
+        _ => Ok(claimed),
     }
 }
 

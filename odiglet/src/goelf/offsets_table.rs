@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     buildinfo::GoModule,
-    fields::{self, FIELDS, GoVersion},
+    fields::{self, FIELDS, GoVersion, MapLayout},
 };
 
 /// The table as checked in.
@@ -55,8 +55,12 @@ fn module_version<'a>(modules: &'a [GoModule], path: &str) -> Option<&'a str> {
 /// Offsets for one Go minor release.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableEntry {
-    /// Exact Go releases whose DWARF gave these offsets.
+    /// Exact Go releases whose DWARF gave these offsets (default builds).
     pub checked: Vec<String>,
+    /// Exact Go releases whose `GOEXPERIMENT=noswissmap` builds gave the bucket-map offsets
+    /// (Go 1.24-1.25, whose default builds have swiss tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked_noswissmap: Vec<String>,
     /// [`fields::Field::key`] -> offset; absent (or `null`) means the field does not exist.
     pub offsets: BTreeMap<String, Option<u32>>,
 }
@@ -66,45 +70,89 @@ impl OffsetsTable {
         serde_json::from_str(json)
     }
 
-    /// The entry for `version`'s minor release, as [`GoOffsets`] gated by version.
-    pub fn lookup(&self, version: GoVersion) -> Option<GoOffsets> {
+    /// The entry for `version`'s minor release, as [`GoOffsets`] gated by version, with the
+    /// map internals of layout `map`. Those are all [`OFFSET_NONE`] when the entry lacks one
+    /// (`map` unknown, or no build with that layout was read): only the incoming-context
+    /// probe needs them ([`fields::has_map_layout`] tells).
+    pub fn lookup(&self, version: GoVersion, map: Option<MapLayout>) -> Option<GoOffsets> {
         let entry = self.versions.get(&version.minor_key())?;
         let mut offsets = fields::empty_offsets();
-        for field in FIELDS.iter().filter(|f| f.applies_to(version)) {
+        let mut map_known = true;
+        for field in FIELDS.iter().filter(|f| f.applies_to(version, map)) {
             let value = entry.offsets.get(field.key).copied().flatten();
             // Module fields (gRPC) are optional: the table holds the standard library's.
             let value = match value {
                 Some(value) => value,
                 None if field.module.is_some() || field.optional => continue,
+                None if field.map.is_some() => {
+                    map_known = false;
+                    continue;
+                }
                 None => return None,
             };
             *fields::slot(&mut offsets, field.key)? = value;
         }
-        Some(offsets)
+        Some(fields::only_map_layout(offsets, map.filter(|_| map_known)))
     }
 
-    /// Records the standard library's `offsets`, found in the DWARF of Go `version`. Fails when another release of the
-    /// same minor gave different offsets (the table's key would then be wrong).
-    pub fn record(&mut self, version: GoVersion, offsets: &GoOffsets) -> Result<(), String> {
-        let values: BTreeMap<String, Option<u32>> = FIELDS
-            .iter()
-            .filter(|f| f.module.is_none())
-            .map(|f| {
-                let value = fields::get(offsets, f.key).filter(|v| *v != OFFSET_NONE);
-                (f.key.to_owned(), value)
-            })
-            .collect();
+    /// Records the standard library's `offsets`, found in the DWARF of a Go `version` build
+    /// whose maps are laid out as `map`: the map fields of that layout and every other
+    /// standard field. Fails when another release of the same minor gave different offsets
+    /// (the table's key would then be wrong).
+    pub fn record(
+        &mut self,
+        version: GoVersion,
+        map: MapLayout,
+        offsets: &GoOffsets,
+    ) -> Result<(), String> {
+        let default_build = MapLayout::from_build(version, &[]) == Ok(map);
         let entry = self.versions.entry(version.minor_key()).or_default();
-        if !entry.checked.is_empty() && entry.offsets != values {
+        let mut values = entry.offsets.clone();
+        let mut conflicts = Vec::new();
+        for field in FIELDS.iter().filter(|f| f.module.is_none()) {
+            let value = fields::get(offsets, field.key).filter(|v| *v != OFFSET_NONE);
+            let Some(layout) = field.map else {
+                // Both kinds of build of a release read the same structs.
+                let checked = !entry.checked.is_empty() || !entry.checked_noswissmap.is_empty();
+                if checked && entry.offsets.get(field.key) != Some(&value) {
+                    conflicts.push(field.key);
+                }
+                values.insert(field.key.to_owned(), value);
+                continue;
+            };
+            if layout != map {
+                values.entry(field.key.to_owned()).or_insert(None);
+                continue;
+            }
+            let checked = if default_build {
+                &entry.checked
+            } else {
+                &entry.checked_noswissmap
+            };
+            if !checked.is_empty() && entry.offsets.get(field.key) != Some(&value) {
+                conflicts.push(field.key);
+            }
+            values.insert(field.key.to_owned(), value);
+        }
+        if !conflicts.is_empty() {
+            let mut releases = entry.checked.clone();
+            releases.extend(entry.checked_noswissmap.iter().cloned());
             return Err(format!(
-                "Go {version} and {} have different offsets: key the table by patch release",
-                entry.checked.join(", ")
+                "Go {version} and {} have different offsets ({}): key the table by patch \
+                 release",
+                releases.join(", "),
+                conflicts.join(", ")
             ));
         }
         entry.offsets = values;
+        let checked = if default_build {
+            &mut entry.checked
+        } else {
+            &mut entry.checked_noswissmap
+        };
         let exact = version.to_string();
-        if !entry.checked.contains(&exact) {
-            entry.checked.push(exact);
+        if !checked.contains(&exact) {
+            checked.push(exact);
         }
         Ok(())
     }
@@ -244,16 +292,39 @@ mod tests {
                 !entry.checked.is_empty(),
                 "Go 1.{minor}: no checked release"
             );
+            let default = MapLayout::from_build(version, &[]).expect("a default layout");
             let offsets = table
-                .lookup(version)
+                .lookup(version, Some(default))
                 .unwrap_or_else(|| panic!("Go 1.{minor}: incomplete entry"));
+            assert!(
+                fields::has_map_layout(&offsets, default),
+                "Go 1.{minor}: {default}"
+            );
+            // Go 1.24 and 1.25 also build with `GOEXPERIMENT=noswissmap`: bucket maps.
+            let buckets = table.lookup(version, Some(MapLayout::Buckets));
+            let buckets = buckets.unwrap_or_else(|| panic!("Go 1.{minor}: incomplete entry"));
+            assert_eq!(
+                fields::has_map_layout(&buckets, MapLayout::Buckets),
+                minor <= 25,
+                "Go 1.{minor}: bucket maps"
+            );
+            assert_eq!(buckets.swiss_dir_ptr, OFFSET_NONE, "Go 1.{minor}");
+            assert_eq!(
+                entry.checked_noswissmap.is_empty(),
+                !(24..=25).contains(&minor),
+                "Go 1.{minor}"
+            );
+            // Layout unknown: the rest of the offsets, no map field.
+            let unknown = table.lookup(version, None).expect("the same entry");
+            assert_eq!(unknown, fields::only_map_layout(offsets, None));
+            assert_eq!(unknown.request_header, offsets.request_header);
             assert_eq!(offsets.request_method, 0, "Go 1.{minor}: Method is first");
             assert_ne!(offsets.url_path, OFFSET_NONE);
             assert_eq!(offsets.request_pattern == OFFSET_NONE, minor < 23);
             assert_eq!(offsets.request_pat == OFFSET_NONE, minor != 22);
             assert_eq!(offsets.pattern_str == OFFSET_NONE, minor != 22);
         }
-        assert!(table.lookup(GoVersion::new(1, 99, 0)).is_none());
+        assert!(table.lookup(GoVersion::new(1, 99, 0), None).is_none());
     }
 
     #[test]
@@ -387,24 +458,85 @@ mod tests {
 
     #[test]
     fn record_round_trips_and_refuses_conflicts() {
+        let go122 = GoVersion::new(1, 22, 0);
         let mut offsets = fields::empty_offsets();
         for (index, field) in FIELDS.iter().enumerate() {
-            if field.applies_to(GoVersion::new(1, 22, 0)) && field.module.is_none() {
+            if field.applies_to(go122, Some(MapLayout::Buckets)) && field.module.is_none() {
                 let value = u32::try_from(index * 8).expect("small");
                 *fields::slot(&mut offsets, field.key).expect("slot") = value;
             }
         }
         let mut table = OffsetsTable::default();
+        let buckets = MapLayout::Buckets;
         table
-            .record(GoVersion::new(1, 22, 10), &offsets)
+            .record(GoVersion::new(1, 22, 10), buckets, &offsets)
             .expect("first");
         table
-            .record(GoVersion::new(1, 22, 3), &offsets)
+            .record(GoVersion::new(1, 22, 3), buckets, &offsets)
             .expect("same");
         let parsed = OffsetsTable::parse(&table.to_json()).expect("round trip");
         assert_eq!(parsed, table);
-        assert_eq!(parsed.lookup(GoVersion::new(1, 22, 1)), Some(offsets));
+        assert_eq!(
+            parsed.lookup(GoVersion::new(1, 22, 1), Some(buckets)),
+            Some(offsets)
+        );
         offsets.url_path += 8;
-        assert!(table.record(GoVersion::new(1, 22, 4), &offsets).is_err());
+        let conflict = table.record(GoVersion::new(1, 22, 4), buckets, &offsets);
+        assert!(conflict.is_err_and(|why| why.contains("url_path")));
+    }
+
+    /// Go 1.25's default build (swiss tables) and its `GOEXPERIMENT=noswissmap` build (bucket
+    /// maps) fill one entry; each keeps the other's map fields, and both must agree on the rest.
+    #[test]
+    fn default_and_noswissmap_builds_share_an_entry() {
+        let go125 = GoVersion::new(1, 25, 5);
+        let with = |map: MapLayout| {
+            let mut offsets = fields::empty_offsets();
+            for (index, field) in FIELDS.iter().enumerate() {
+                if field.applies_to(go125, Some(map)) && field.module.is_none() {
+                    let value = u32::try_from(index * 8 + 1).expect("small");
+                    *fields::slot(&mut offsets, field.key).expect("slot") = value;
+                }
+            }
+            offsets
+        };
+        let (swiss, buckets) = (with(MapLayout::Swiss), with(MapLayout::Buckets));
+        for order in [
+            [MapLayout::Swiss, MapLayout::Buckets],
+            [MapLayout::Buckets, MapLayout::Swiss],
+        ] {
+            let mut table = OffsetsTable::default();
+            for map in order {
+                let offsets = if map == MapLayout::Swiss {
+                    &swiss
+                } else {
+                    &buckets
+                };
+                table.record(go125, map, offsets).expect("agreeing builds");
+            }
+            let entry = table.versions.get("1.25").expect("entry");
+            assert_eq!(entry.checked, ["1.25.5"]);
+            assert_eq!(entry.checked_noswissmap, ["1.25.5"]);
+            assert_eq!(table.lookup(go125, Some(MapLayout::Swiss)), Some(swiss));
+            assert_eq!(table.lookup(go125, Some(MapLayout::Buckets)), Some(buckets));
+            assert_eq!(
+                OffsetsTable::parse(&table.to_json()).expect("round trip"),
+                table
+            );
+        }
+        // A noswissmap build whose `Request` differs from the default build's: refused.
+        let mut table = OffsetsTable::default();
+        table
+            .record(go125, MapLayout::Swiss, &swiss)
+            .expect("first");
+        let mut odd = buckets;
+        odd.request_host += 8;
+        assert!(table.record(go125, MapLayout::Buckets, &odd).is_err());
+        // Without a noswissmap build, bucket maps are unknown: no map field, the rest holds.
+        let only_swiss = table
+            .lookup(go125, Some(MapLayout::Buckets))
+            .expect("entry");
+        assert!(!fields::has_map_layout(&only_swiss, MapLayout::Buckets));
+        assert_eq!(only_swiss, fields::only_map_layout(swiss, None));
     }
 }

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use object::write;
+use odiglet_common::go::OFFSET_NONE;
 
 use super::*;
 
@@ -52,8 +53,9 @@ fn without_dwarf_the_table_answers_by_minor_version() {
     assert_eq!(resolved.go_version, "go1.22.3");
     assert_eq!(
         Some(resolved.offsets),
-        offsets_table::shipped().lookup(GoVersion::new(1, 22, 3))
+        offsets_table::shipped().lookup(GoVersion::new(1, 22, 3), Some(MapLayout::Buckets))
     );
+    assert_eq!(resolved.map_layout, Ok(MapLayout::Buckets));
     // No module list (as in a GOPATH build): no grpc-go version to key its offsets by.
     assert!(
         matches!(resolved.table_gaps.as_slice(),
@@ -61,6 +63,45 @@ fn without_dwarf_the_table_answers_by_minor_version() {
         "{:?}",
         resolved.table_gaps
     );
+}
+
+/// Go 1.24-1.25 binaries built with `GOEXPERIMENT=noswissmap` say so in their version string:
+/// bucket-map offsets for them, swiss-table ones for default builds; a claim the release
+/// cannot make leaves the map layout unknown and every map offset out, the rest intact.
+#[test]
+fn without_dwarf_the_map_layout_follows_the_build_info() {
+    let resolve = |version| go_offsets(go_binary(version).path()).expect("table entry");
+    let default = resolve("go1.25.5");
+    assert_eq!(default.map_layout, Ok(MapLayout::Swiss));
+    assert!(fields::has_map_layout(&default.offsets, MapLayout::Swiss));
+    assert_eq!(default.offsets.hmap_buckets, OFFSET_NONE);
+
+    for version in [
+        "go1.24.11 X:noswissmap",
+        "go1.25.5 X:nocoverageredesign,noswissmap",
+    ] {
+        let noswiss = resolve(version);
+        assert_eq!(noswiss.source, OffsetSource::Table, "{version}");
+        assert_eq!(noswiss.map_layout, Ok(MapLayout::Buckets), "{version}");
+        let offsets = noswiss.offsets;
+        assert!(
+            fields::has_map_layout(&offsets, MapLayout::Buckets),
+            "{version}"
+        );
+        assert_eq!(offsets.swiss_dir_ptr, OFFSET_NONE, "{version}");
+        assert_eq!(
+            (offsets.hmap_flags, offsets.hmap_b, offsets.hmap_buckets),
+            (8, 9, 16),
+            "{version}: the hmap of every release since 1.17"
+        );
+    }
+
+    let odd = resolve("go1.26.1 X:noswissmap");
+    let why = odd.map_layout.expect_err("Go 1.26 has no noswissmap");
+    assert!(why.contains("noswissmap"), "{why}");
+    assert_eq!(odd.offsets, fields::only_map_layout(odd.offsets, None));
+    assert_eq!(odd.offsets.swiss_dir_ptr, OFFSET_NONE);
+    assert_ne!(odd.offsets.request_header, OFFSET_NONE);
 }
 
 #[test]

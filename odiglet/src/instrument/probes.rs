@@ -329,10 +329,10 @@ impl GoProbes {
                 .program_mut(program)
                 .ok_or(ProgramError::UnexpectedProgramType)?
                 .try_into()?;
-            match links {
+            ebpf_objects::load_retrying(|| match links {
                 UprobeLinks::Multi => probe.load_multi(),
                 UprobeLinks::PerfEvent => probe.load(),
-            }
+            })
         };
         // A kernel without uprobe-multi refuses the first load for it; a failed load leaves
         // the program loadable again.
@@ -596,7 +596,7 @@ impl GoProbes {
             .ok_or(AttachError::MissingPart(SK_MSG))?
             .try_into()
             .map_err(failed(SK_MSG))?;
-        sk_msg.load().map_err(failed(SK_MSG))?;
+        ebpf_objects::load_retrying(|| sk_msg.load()).map_err(failed(SK_MSG))?;
         let msg_link = sk_msg.attach(&sockets_fd).map_err(failed(SK_MSG))?;
         let cgroup_dir = File::open(cgroup).map_err(|source| AttachError::Cgroup {
             path: cgroup.to_owned(),
@@ -608,7 +608,7 @@ impl GoProbes {
             .ok_or(AttachError::MissingPart(SOCK_OPS))?
             .try_into()
             .map_err(failed(SOCK_OPS))?;
-        sock_ops.load().map_err(failed(SOCK_OPS))?;
+        ebpf_objects::load_retrying(|| sock_ops.load()).map_err(failed(SOCK_OPS))?;
         // A link-based attachment, so it coexists with other programs (a CNI's) on the cgroup.
         let ops_link = sock_ops
             .attach(cgroup_dir, CgroupAttachMode::default())

@@ -288,6 +288,16 @@ pub fn resolve(proc_root: &Path, pid: u32, wanted: u32) -> Result<ResolvedTarget
             "database/sql prepared statements: `Stmt.query` offset unknown ({OFFSETS_UNKNOWN})"
         ));
     }
+    if enabled & GO_LIBRARY_HTTP_SERVER != 0
+        && let Err(why) = &resolved.map_layout
+    {
+        // The header map cannot be walked without knowing its layout: no offsets rather than
+        // wrong ones (the probe then finds no `traceparent`).
+        skipped.push(format!(
+            "incoming net/http trace context: the binary's map layout is unknown ({why}); \
+             net/http server spans start new traces"
+        ));
+    }
     if enabled & GO_LIBRARY_GRPC_SERVER != 0 && grpc_headers.is_none() {
         skipped.push(
             "incoming gRPC metadata: not read for this grpc-go (offsets or argument layout \

@@ -756,6 +756,9 @@ impl Manager {
                     libraries = ?libraries::names(enabled),
                     "instrumented"
                 );
+                for skipped in &resolved.skipped {
+                    warn!(pid, key = ?target.key, %skipped, "instrumented in part");
+                }
                 (InstanceReason::LoadedSuccessfully, None)
             }
             Err(error) => {

@@ -14,7 +14,6 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint},
 };
-use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use odiglet_common::{
     LifecycleRecord, decode_record,
     lifecycle::{
@@ -176,7 +175,7 @@ impl ProcessWatcher {
                     .program_mut(program)
                     .ok_or(ProgramError::UnexpectedProgramType)?
                     .try_into()?;
-                load_retrying(prog)?;
+                ebpf_objects::load_retrying(|| prog.load())?;
                 prog.attach(tracepoint)?;
                 Ok(())
             };
@@ -285,42 +284,6 @@ impl Drop for ProcessWatcher {
     fn drop(&mut self) {
         self.reader.abort();
     }
-}
-
-/// Verifier runs interrupted by a pending signal (the kernel returns `EAGAIN`, as libbpf
-/// knows) are retried this many times.
-const LOAD_ATTEMPTS: usize = 5;
-
-/// Loads `prog`, retrying when a signal interrupted the verifier: long verifications (the
-/// environment scan) in a process that gets `SIGCHLD`s would otherwise fail at random.
-fn load_retrying(prog: &mut RawTracePoint) -> Result<(), ProgramError> {
-    // Signals blocked on this thread are delivered to another one and do not interrupt the
-    // verifier; the retry covers signals aimed at this thread itself.
-    let mut previous = SigSet::empty();
-    let masked = pthread_sigmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&SigSet::all()),
-        Some(&mut previous),
-    );
-    let mut attempt = 1;
-    let result = loop {
-        match prog.load() {
-            Err(ProgramError::LoadError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
-            {
-                debug!(
-                    attempt,
-                    "verifier interrupted by a signal; retrying the load"
-                );
-                attempt += 1;
-            }
-            other => break other,
-        }
-    };
-    if masked.is_ok() {
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
-    }
-    result
 }
 
 /// The reader task: owns the eBPF object (dropping it detaches the programs).

@@ -74,12 +74,21 @@ func main() {
 
 /// The Go service of [`SERVICE`]: `<binary> <port>` serves `/hello`, `/fail`, `/call`, `/load`.
 pub(crate) fn service_binary(go: &Path, stripped: bool) -> std::path::PathBuf {
+    service_binary_with(go, stripped, None)
+}
+
+/// [`service_binary`] built with `GOEXPERIMENT` `experiment`.
+fn service_binary_with(go: &Path, stripped: bool, experiment: Option<&str>) -> std::path::PathBuf {
     let (variant, flags): (&str, &[&str]) = if stripped {
         ("stripped", &["-ldflags=-s -w"])
     } else {
         ("full", &[])
     };
-    build::go_std_program("gohttp", variant, go, SERVICE, flags)
+    let variant = match experiment {
+        Some(experiment) => format!("{variant}-{experiment}"),
+        None => variant.to_owned(),
+    };
+    build::go_std_program_with("gohttp", &variant, go, SERVICE, flags, experiment)
 }
 
 /// Spawns `cmd` (a service on `port`) and waits until it listens.
@@ -98,7 +107,12 @@ pub(crate) fn spawn_service(what: &str, cmd: &mut Command, port: u16) -> ChildGu
 
 /// A Go service built from [`SERVICE`] and listening.
 fn start_service(go: &Path, stripped: bool) -> (ChildGuard, u16) {
-    let binary = service_binary(go, stripped);
+    start_service_with(go, stripped, None)
+}
+
+/// [`start_service`] of a build with `GOEXPERIMENT` `experiment`.
+fn start_service_with(go: &Path, stripped: bool, experiment: Option<&str>) -> (ChildGuard, u16) {
+    let binary = service_binary_with(go, stripped, experiment);
     let port = free_port();
     let child = spawn_service(
         "go service",
@@ -128,8 +142,8 @@ const PARENT_ID: &str = "b7ad6b7169203331";
 const MANY_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /// Requests with [`MANY_HEADERS`] filler headers (a `traceparent` among them or not): enough
-/// that `Request.Header` spans several buckets (Go < 1.24) or a swiss-table directory with
-/// tables and groups (Go >= 1.24) instead of one small group.
+/// that `Request.Header` spans several buckets (Go < 1.24, and `GOEXPERIMENT=noswissmap`) or a
+/// swiss-table directory with tables and groups (Go >= 1.24) instead of one small group.
 async fn check_many_headers(what: &str, port: u16, traced: &mut Traced) {
     const MANY_HEADERS: usize = 30;
     let names: Vec<String> = (0..MANY_HEADERS)
@@ -176,13 +190,15 @@ async fn check_many_headers(what: &str, port: u16, traced: &mut Traced) {
     );
 }
 
-/// Every behaviour on one target: server and client spans, incoming context, injection.
-async fn check_target(minor: &str, go: &Path, stripped: bool) {
+/// Every behaviour on one target: server and client spans, incoming context, injection; the
+/// target built with `GOEXPERIMENT` `experiment` if any.
+async fn check_target(minor: &str, go: &Path, stripped: bool, experiment: Option<&str>) {
     let what = format!(
-        "go {minor} {}",
+        "go {minor}{} {}",
+        experiment.map_or(String::new(), |e| format!(" GOEXPERIMENT={e}")),
         if stripped { "stripped" } else { "with DWARF" }
     );
-    let (mut service, port) = start_service(go, stripped);
+    let (mut service, port) = start_service_with(go, stripped, experiment);
     let mut traced = Traced::load(1 << 22);
     enable_propagation(&mut traced.probes);
     traced.attach(service.pid(), NO_SQL_OR_GRPC);
@@ -324,8 +340,16 @@ async fn spans_and_context_across_go_versions_with_and_without_dwarf() {
     let toolchains = build::go_toolchains("go_http");
     assert!(toolchains.len() >= 3 || std::env::var("CI").as_deref() != Ok("true"));
     for (minor, go) in toolchains {
-        for stripped in [false, true] {
-            check_target(minor, &go, stripped).await;
+        // Go 1.24-1.25 can still build with the bucket maps of earlier releases.
+        let experiments: &[Option<&str>] = if ("1.24"..="1.25").contains(&minor) {
+            &[None, Some("noswissmap")]
+        } else {
+            &[None]
+        };
+        for experiment in experiments {
+            for stripped in [false, true] {
+                check_target(minor, &go, stripped, *experiment).await;
+            }
         }
     }
 }
@@ -616,6 +640,8 @@ async fn trace_exe_instruments_processes_that_start_later() {
             "--exe",
         ])
         .arg(&binary)
+        // One page: an exec burst overflows it, as a storm does the default ring.
+        .args(["--lifecycle-ring-bytes", "4096"])
         .arg("--otlp-endpoint")
         .arg(receiver.endpoint())
         .stdout(Stdio::null())
@@ -626,14 +652,30 @@ async fn trace_exe_instruments_processes_that_start_later() {
     let log = LogLines::new(&mut odiglet.0);
     log.wait_for("watching for processes of the executable");
 
-    // Two processes of the executable, one after the other, each started after odiglet.
-    for round in 0..2 {
+    // Three processes of the executable, one after the other, each started after odiglet; the
+    // last amid an exec burst that loses its exec record, so a rescan must find it.
+    for round in 0..3 {
         let port = free_port();
+        let burst: Vec<_> = (0..if round == 2 { 8 } else { 0 })
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..100 {
+                        let _ = Command::new("/bin/true").status();
+                    }
+                })
+            })
+            .collect();
+        if !burst.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let service = spawn_service(
             "late starter",
             Command::new(&binary).arg(port.to_string()),
             port,
         );
+        for spawner in burst {
+            spawner.join().unwrap();
+        }
         log.wait_for_pid("attached Go probes", service.pid());
         let pid = service.pid().to_string();
         let path = "/hello";

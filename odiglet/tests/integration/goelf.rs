@@ -1,7 +1,7 @@
 //! Go binary analysis on real Go binaries built here from our own source with Go 1.19, 1.22
-//! and 1.25, each with DWARF and stripped: symbols from `.gopclntab` match `.symtab`, every
-//! return offset is a RET in the file, DWARF offsets match the shipped table, and stripped
-//! binaries fall back to the table.
+//! and 1.25 (and 1.25 with `GOEXPERIMENT=noswissmap`), each with DWARF and stripped: symbols
+//! from `.gopclntab` match `.symtab`, every return offset is a RET in the file, DWARF offsets
+//! match the shipped table, and stripped binaries fall back to the table.
 
 use std::{fs, path::PathBuf};
 
@@ -174,7 +174,13 @@ fn dwarf_offsets_agree_with_the_table_and_stripped_binaries_use_it() {
             "go {version}"
         );
         let go = GoVersion::parse(&from_dwarf.go_version).expect("version");
-        let shipped = table.lookup(go).expect("the table covers this Go version");
+        let map = from_dwarf
+            .map_layout
+            .clone()
+            .expect("a default build's map layout");
+        let shipped = table
+            .lookup(go, Some(map))
+            .expect("the table covers this Go version");
         // An optional field (a type the linker dropped because the program never uses it)
         // is unknown to this binary's DWARF, while the table has it from a program that does.
         let mut expected = from_dwarf.offsets;
@@ -196,6 +202,107 @@ fn dwarf_offsets_agree_with_the_table_and_stripped_binaries_use_it() {
         let from_table = goelf::go_offsets(&stripped).expect("offsets from the table");
         assert_eq!(from_table.source, OffsetSource::Table, "go {version}");
         assert_eq!(from_table.offsets, expected, "go {version}");
+        assert_eq!(from_table.map_layout, Ok(map), "go {version}");
+    }
+}
+
+/// Go 1.24 and 1.25 built with `GOEXPERIMENT=noswissmap` keep the bucket maps: the build
+/// info says so, the DWARF has `runtime.hmap` (no swiss table), and both the DWARF and, when
+/// stripped, the table give the hmap offsets; none of the swiss-table ones.
+#[test]
+fn noswissmap_builds_get_bucket_map_offsets_with_dwarf_and_stripped() {
+    use goelf::{MapLayout, fields};
+    use odiglet_common::go::OFFSET_NONE;
+
+    let toolchains: Vec<_> = build::go_toolchains("goelf noswissmap")
+        .into_iter()
+        .filter(|(version, _)| ("1.24"..="1.25").contains(version))
+        .collect();
+    assert!(!toolchains.is_empty() || std::env::var("CI").as_deref() != Ok("true"));
+    let table = offsets_table::shipped();
+    for (version, go) in toolchains {
+        let build = |variant, flags: &[&str]| {
+            build::go_std_program_with(
+                "goelf",
+                variant,
+                &go,
+                SERVER_AND_CLIENT,
+                flags,
+                Some("noswissmap"),
+            )
+        };
+        let (full, stripped) = (
+            build("full-noswissmap", &[]),
+            build("stripped-noswissmap", &[STRIP]),
+        );
+        let from_dwarf = goelf::go_offsets(&full).expect("offsets from DWARF");
+        assert_eq!(from_dwarf.source, OffsetSource::Dwarf, "go {version}");
+        assert!(
+            from_dwarf.go_version.ends_with(" X:noswissmap"),
+            "go {version}: {}",
+            from_dwarf.go_version
+        );
+        assert_eq!(
+            from_dwarf.map_layout,
+            Ok(MapLayout::Buckets),
+            "go {version}"
+        );
+        let offsets = from_dwarf.offsets;
+        assert!(
+            fields::has_map_layout(&offsets, MapLayout::Buckets),
+            "go {version}: {offsets:?}"
+        );
+        assert_eq!(
+            (offsets.swiss_dir_ptr, offsets.swiss_groups_data),
+            (OFFSET_NONE, OFFSET_NONE),
+            "go {version}"
+        );
+        let image = ElfImage::open(&full).expect("readable ELF");
+        let hmap = goelf::dwarf::struct_members(
+            &image,
+            &[
+                ("runtime.hmap", "buckets"),
+                ("internal/runtime/maps.Map", "dirPtr"),
+            ],
+        )
+        .expect("DWARF reads")
+        .expect("a binary with DWARF");
+        assert_eq!(
+            hmap.get(&("runtime.hmap", "buckets")).copied(),
+            Some(u64::from(offsets.hmap_buckets)),
+            "go {version}"
+        );
+        assert!(
+            !hmap.contains_key(&("internal/runtime/maps.Map", "dirPtr")),
+            "go {version}: a noswissmap build has no swiss table"
+        );
+        let go_version = GoVersion::parse(&from_dwarf.go_version).expect("version");
+        let shipped = table
+            .lookup(go_version, Some(MapLayout::Buckets))
+            .expect("the table covers this Go version");
+        let mut expected = offsets;
+        for field in fields::FIELDS.iter().filter(|f| f.optional) {
+            if let (Some(slot), Some(value)) = (
+                fields::slot(&mut expected, field.key),
+                fields::get(&shipped, field.key),
+            ) && *slot == OFFSET_NONE
+            {
+                *slot = value;
+            }
+        }
+        assert_eq!(
+            expected, shipped,
+            "go {version}: DWARF vs table (rerun `cargo xtask gen-offsets`?)"
+        );
+
+        let from_table = goelf::go_offsets(&stripped).expect("offsets from the table");
+        assert_eq!(from_table.source, OffsetSource::Table, "go {version}");
+        assert_eq!(
+            from_table.map_layout,
+            Ok(MapLayout::Buckets),
+            "go {version}"
+        );
+        assert_eq!(from_table.offsets, expected, "go {version} stripped");
     }
 }
 

@@ -51,9 +51,38 @@ pub struct BuildInfo {
     pub main_module: String,
     /// Dependencies (`dep` lines), in binary order.
     pub modules: Vec<GoModule>,
+    /// Build settings (`build` lines: `GOEXPERIMENT`, `CGO_ENABLED`, `-ldflags`...) as (key,
+    /// value), in binary order; empty without module information (Go < 1.18, some builders).
+    #[serde(skip)]
+    pub settings: Vec<(String, String)>,
 }
 
 impl BuildInfo {
+    /// The value of build setting `key`.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// What the binary says of its `GOEXPERIMENT`s, each a comma list of the experiments that
+    /// differ from its release's defaults (empty: none do): the ` X:` part of the version
+    /// string, which the linker always writes, and the `GOEXPERIMENT` setting when the binary
+    /// has build settings at all.
+    pub fn experiments(&self) -> Vec<&str> {
+        let from_version = self
+            .version
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("X:"))
+            .unwrap_or("");
+        let mut lists = vec![from_version];
+        if !self.settings.is_empty() {
+            lists.push(self.setting("GOEXPERIMENT").unwrap_or(""));
+        }
+        lists
+    }
+
     /// `x.y.z` (or `x.y`) from the version, as Odigos' `go(\d+\.\d+\.\d+)` does.
     pub fn semver(&self) -> Option<String> {
         let start = self.version.find("go")? + 2;
@@ -134,11 +163,12 @@ pub fn parse(
     }
     let version = String::from_utf8_lossy(&version).into_owned();
     let modinfo = strip_sentinels(&modinfo);
-    let (main_module, modules) = parse_modinfo(&String::from_utf8_lossy(modinfo))?;
+    let (main_module, modules, settings) = parse_modinfo(&String::from_utf8_lossy(modinfo))?;
     Ok(BuildInfo {
         version,
         main_module,
         modules,
+        settings,
     })
 }
 
@@ -234,10 +264,14 @@ fn strip_sentinels(modinfo: &[u8]) -> &[u8] {
     }
 }
 
-/// `path`, `mod`, `dep` and `=>` lines (Go's `debug.ParseBuildInfo`).
-fn parse_modinfo(text: &str) -> Result<(String, Vec<GoModule>), BuildInfoError> {
+/// (main module, modules, settings) of the build settings.
+type Modinfo = (String, Vec<GoModule>, Vec<(String, String)>);
+
+/// `path`, `mod`, `dep`, `=>` and `build` lines (Go's `debug.ParseBuildInfo`).
+fn parse_modinfo(text: &str) -> Result<Modinfo, BuildInfoError> {
     let mut main_module = String::new();
     let mut modules: Vec<GoModule> = Vec::new();
+    let mut settings = Vec::new();
     let mut last_was_dep = false;
     for line in text.lines() {
         let mut fields = line.split('\t');
@@ -270,10 +304,25 @@ fn parse_modinfo(text: &str) -> Result<(String, Vec<GoModule>), BuildInfoError> 
                 }
                 last_was_dep = false;
             }
+            Some("build") => {
+                if settings.len() >= MAX_MODULES {
+                    return Err(BuildInfoError::Invalid("too many build settings"));
+                }
+                // `key=value`; Go quotes a value with spaces (`-ldflags="-s -w"`).
+                let setting = fields.next().unwrap_or_default();
+                if let Some((key, value)) = setting.split_once('=') {
+                    let value = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    settings.push((key.to_owned(), value.to_owned()));
+                }
+                last_was_dep = false;
+            }
             _ => {}
         }
     }
-    Ok((main_module, modules))
+    Ok((main_module, modules, settings))
 }
 
 #[cfg(test)]

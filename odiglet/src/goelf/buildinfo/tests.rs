@@ -44,7 +44,8 @@ fn inline_blob(version: &str, modinfo: &str) -> Vec<u8> {
 const MODINFO: &str = "path\texample.com/app/cmd/server\nmod\texample.com/app\t(devel)\t\n\
     dep\tgolang.org/x/net\tv0.17.0\th1:abc=\n\
     dep\tgoogle.golang.org/grpc\tv1.33.0\th1:def=\n=>\tgithub.com/fork/grpc\tv1.33.9\th1:ghi=\n\
-    dep\tgithub.com/local/thing\tv1.0.0\t\n=>\t../thing\t(devel)\t\nbuild\t-compiler=gc\n";
+    dep\tgithub.com/local/thing\tv1.0.0\t\n=>\t../thing\t(devel)\t\nbuild\t-compiler=gc\n\
+    build\t-ldflags=\"-s -w\"\nbuild\tGOEXPERIMENT=nocoverageredesign,noswissmap\n";
 
 fn no_memory(_: u64, _: u64) -> Option<Vec<u8>> {
     None
@@ -71,6 +72,12 @@ fn inline_strings_and_modules() {
             ("github.com/local/thing", "v1.0.0"),
         ]
     );
+    assert_eq!(info.setting("-compiler"), Some("gc"));
+    assert_eq!(info.setting("-ldflags"), Some("-s -w"));
+    assert_eq!(
+        info.experiments(),
+        ["nocoverageredesign", "nocoverageredesign,noswissmap"]
+    );
 }
 
 #[test]
@@ -82,6 +89,8 @@ fn gopath_build_without_modules() {
     .unwrap();
     assert_eq!(info.semver().as_deref(), Some("1.19.8"));
     assert_eq!(info.main_module, "command-line-arguments");
+    // No build settings: only the version string speaks of experiments.
+    assert_eq!(info.experiments(), [""]);
     // Without sentinels the modinfo is ignored, as Go does.
     let bare = inline_blob("go1.19", "");
     let info = parse(&bare, no_memory).unwrap();

@@ -11,7 +11,7 @@ use object::{CompressionFormat, Object, ObjectSection, read::elf::ElfFile64};
 use odiglet_common::go::GoOffsets;
 use thiserror::Error;
 
-use super::fields::{self, FIELDS, GoVersion};
+use super::fields::{self, FIELDS, GoVersion, MapLayout};
 use crate::inspect::elf::ElfImage;
 
 /// Largest `.debug_*` section accepted, compressed or not.
@@ -63,9 +63,14 @@ const NEEDED: &[SectionId] = &[
     SectionId::DebugLineStr,
 ];
 
-/// Offsets from the binary's DWARF; `Ok(None)` when it has no `.debug_info`.
-pub fn read_offsets(image: &ElfImage, version: GoVersion) -> Result<Option<GoOffsets>, DwarfError> {
-    read_partial(image, version)?
+/// Offsets from the binary's DWARF, with the map internals of layout `map` (`None`: none);
+/// `Ok(None)` when it has no `.debug_info`.
+pub fn read_offsets(
+    image: &ElfImage,
+    version: GoVersion,
+    map: Option<MapLayout>,
+) -> Result<Option<GoOffsets>, DwarfError> {
+    read_partial(image, version, map)?
         .map(Partial::complete)
         .transpose()
 }
@@ -77,6 +82,9 @@ pub struct Partial {
     pub offsets: GoOffsets,
     /// Standard-library fields the DWARF lacks (their slots are `OFFSET_NONE`).
     pub missing: Vec<&'static fields::Field>,
+    /// The map layouts whose runtime structs the DWARF has (of those the Go version can
+    /// have): evidence of the binary's real layout.
+    pub map_layouts: Vec<MapLayout>,
 }
 
 impl Partial {
@@ -93,8 +101,12 @@ impl Partial {
 }
 
 /// [`read_offsets`] without the completeness check.
-pub fn read_partial(image: &ElfImage, version: GoVersion) -> Result<Option<Partial>, DwarfError> {
-    with_sections(image, |get| extract_partial(get, version))
+pub fn read_partial(
+    image: &ElfImage,
+    version: GoVersion,
+    map: Option<MapLayout>,
+) -> Result<Option<Partial>, DwarfError> {
+    with_sections(image, |get| extract_partial(get, version, map))
 }
 
 /// `(struct, member) -> offset` for the named members the DWARF has; `Ok(None)` without
@@ -114,6 +126,7 @@ pub fn struct_members(
             module: None,
             library: None,
             optional: false,
+            map: None,
         })
         .collect();
     let refs: Vec<&fields::Field> = fields.iter().collect();
@@ -189,25 +202,41 @@ fn section_bytes<'data>(
 }
 
 /// Fills [`GoOffsets`] from raw (uncompressed, little-endian) DWARF sections. Fields the Go
-/// version does not use stay `OFFSET_NONE`; a used standard-library one missing from the DWARF
-/// is an error, a missing module one (gRPC) stays `OFFSET_NONE`.
+/// version (or map layout `map`) does not use stay `OFFSET_NONE`; a used standard-library one
+/// missing from the DWARF is an error, a missing module one (gRPC) stays `OFFSET_NONE`.
 pub fn extract<'a>(
     section: impl Fn(SectionId) -> &'a [u8],
     version: GoVersion,
+    map: Option<MapLayout>,
 ) -> Result<GoOffsets, DwarfError> {
-    extract_partial(section, version)?.complete()
+    extract_partial(section, version, map)?.complete()
 }
 
 /// [`extract`] without the completeness check.
 pub fn extract_partial<'a>(
     section: impl Fn(SectionId) -> &'a [u8],
     version: GoVersion,
+    map: Option<MapLayout>,
 ) -> Result<Partial, DwarfError> {
-    let wanted: Vec<_> = FIELDS.iter().filter(|f| f.applies_to(version)).collect();
-    let found = member_offsets(section, &wanted)?;
+    // Every map field the version can have is looked up, whatever `map` says: which of them
+    // the DWARF has tells the binary's layout.
+    let looked_up: Vec<_> = FIELDS
+        .iter()
+        .filter(|f| f.applies_to(version, map) || (f.map.is_some() && f.exists_in(version)))
+        .collect();
+    let found = member_offsets(section, &looked_up)?;
+    let mut map_layouts = Vec::new();
+    for field in &looked_up {
+        if let Some(layout) = field.map
+            && !map_layouts.contains(&layout)
+            && found.contains_key(&(field.structure, field.member))
+        {
+            map_layouts.push(layout);
+        }
+    }
     let mut offsets = fields::empty_offsets();
     let mut missing = Vec::new();
-    for field in wanted {
+    for field in looked_up.into_iter().filter(|f| f.applies_to(version, map)) {
         let offset = match found.get(&(field.structure, field.member)) {
             Some(offset) => *offset,
             // A module the binary does not link (or a version without the field): its
@@ -230,7 +259,11 @@ pub fn extract_partial<'a>(
             *slot = offset;
         }
     }
-    Ok(Partial { offsets, missing })
+    Ok(Partial {
+        offsets,
+        missing,
+        map_layouts,
+    })
 }
 
 /// `(struct, member) -> offset`.

@@ -140,6 +140,7 @@ fn run(info: &[u8], version: GoVersion) -> Result<GoOffsets, DwarfError> {
             _ => &[],
         },
         version,
+        Some(MapLayout::from_build(version, &[]).expect("a default layout")),
     )
 }
 
@@ -187,6 +188,49 @@ fn member_offsets_from_dwarf_4_and_5() {
         );
         assert_eq!(go122.pattern_str, 0);
     }
+}
+
+/// A Go 1.25 `GOEXPERIMENT=noswissmap` build: its DWARF has `runtime.hmap`, no swiss table.
+#[test]
+fn go_1_25_bucket_maps_are_read_and_told_apart_from_swiss_tables() {
+    let info = info(5, &go_structs());
+    let abbrev = abbrev();
+    let partial = |map| {
+        extract_partial(
+            |id| match id {
+                SectionId::DebugInfo => &info[..],
+                SectionId::DebugAbbrev => &abbrev,
+                _ => &[],
+            },
+            GoVersion::new(1, 25, 5),
+            map,
+        )
+        .expect("DWARF reads")
+    };
+    let buckets = partial(Some(MapLayout::Buckets));
+    assert!(buckets.missing.is_empty(), "{:?}", buckets.missing);
+    assert_eq!(buckets.map_layouts, [MapLayout::Buckets]);
+    let offsets = buckets.offsets;
+    assert_eq!(
+        (offsets.hmap_flags, offsets.hmap_b, offsets.hmap_buckets),
+        (8, 9, 16)
+    );
+    assert_eq!(offsets.hmap_oldbuckets, 24);
+    assert_eq!(offsets.swiss_dir_ptr, OFFSET_NONE);
+    // Asked for swiss tables, this DWARF lacks them and says it has buckets.
+    let swiss = partial(Some(MapLayout::Swiss));
+    assert_eq!(swiss.map_layouts, [MapLayout::Buckets]);
+    let missing: Vec<_> = swiss.missing.iter().map(|f| f.key).collect();
+    assert!(missing.contains(&"swiss_dir_ptr"), "{missing:?}");
+    assert_eq!(swiss.offsets.hmap_buckets, OFFSET_NONE);
+    // Layout unknown: no map field at all, nothing missing.
+    let unknown = partial(None);
+    assert!(unknown.missing.is_empty());
+    assert_eq!(
+        (unknown.offsets.hmap_buckets, unknown.offsets.swiss_dir_ptr),
+        (OFFSET_NONE, OFFSET_NONE)
+    );
+    assert_eq!(unknown.offsets.request_header, 56);
 }
 
 #[test]

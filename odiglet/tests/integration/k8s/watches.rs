@@ -1,7 +1,7 @@
 //! Pods and InstrumentationConfigs changing in the API server → exactly the manager requests
 //! and OpAMP config changes they imply.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use odiglet::{
     k8s::{Glue, GlueConfig},
@@ -230,11 +230,12 @@ async fn watches_recover_from_an_api_server_outage_with_a_relist() {
         .count();
 
     // Outage: watches cut, requests refused, and changes the watches will not replay.
-    {
+    let cut_at = {
         let mut state = api.lock();
         state.unavailable = true;
         state.objects.history_limit = 1;
-    }
+        state.log.len()
+    };
     api.drop_watches();
     api.remove("pods", "shop", WEB_POD);
     api.apply(
@@ -250,7 +251,16 @@ async fn watches_recover_from_an_api_server_outage_with_a_relist() {
         "pods",
         pod("filler-1-aaaaa", NODE, "filler-1", &[("x", None, false)]),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The outage lasts until the pod watch has tried to resume and been refused.
+    eventually("a refused pod request during the outage", || {
+        let state = api.lock();
+        let refused = state.log.get(cut_at..).unwrap_or_default();
+        refused
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/pods?"))
+            .then_some(())
+    })
+    .await;
     api.lock().unavailable = false;
 
     let mut got = vec![

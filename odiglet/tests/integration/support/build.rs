@@ -132,9 +132,21 @@ pub fn rust_program(source: &str) -> PathBuf {
 /// (`-ldflags=-s -w`, `-buildmode=pie`, ...); `go.mod` says `go 1.19` so every toolchain builds
 /// it. `variant` names the output.
 pub fn go_std_program(name: &str, variant: &str, go: &Path, main: &str, flags: &[&str]) -> PathBuf {
+    go_std_program_with(name, variant, go, main, flags, None)
+}
+
+/// [`go_std_program`] with `GOEXPERIMENT` set to `experiment` (`noswissmap`...).
+pub fn go_std_program_with(
+    name: &str,
+    variant: &str,
+    go: &Path,
+    main: &str,
+    flags: &[&str],
+    experiment: Option<&str>,
+) -> PathBuf {
     const GO_MOD: &str = "module example.com/goprogram\n\ngo 1.19\n";
     let name = format!("{name}-{variant}");
-    cached(&name, &(go, flags, main, GO_MOD), |dir, out| {
+    let build = |dir: &Path, out: &Path| {
         fs::write(dir.join("main.go"), main).expect("cannot write the build directory");
         fs::write(dir.join("go.mod"), GO_MOD).expect("cannot write the build directory");
         let mut cmd = Command::new(go);
@@ -146,8 +158,17 @@ pub fn go_std_program(name: &str, variant: &str, go: &Path, main: &str, flags: &
             .env("GOFLAGS", "-mod=mod")
             .env("GOTOOLCHAIN", "local")
             .env("CGO_ENABLED", "0");
+        match experiment {
+            Some(experiment) => cmd.env("GOEXPERIMENT", experiment),
+            None => cmd.env_remove("GOEXPERIMENT"),
+        };
         run("go build", cmd.arg("."));
-    })
+    };
+    // Without an experiment, the key of the builds before there were experiments.
+    match experiment {
+        None => cached(&name, &(go, flags, main, GO_MOD), build),
+        Some(experiment) => cached(&name, &(go, flags, main, GO_MOD, experiment), build),
+    }
 }
 
 #[path = "../../../../xtask/src/debian_go.rs"]

@@ -539,7 +539,14 @@ fn watch(st: &mut State, resource: &str, query: Query, raw_query: &str) -> Respo
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(BOOKMARK_EVERY);
         loop {
+            // Biased, ending first: a change made after `drop_watches` must not reach a
+            // watch that was cut (a task scheduled late would otherwise pick either at random,
+            // and the client would get without a relist what the cut was to make it re-list).
             let line = tokio::select! {
+                biased;
+                () = &mut deadline => return,
+                () = tx.closed() => return,
+                _ = disconnect.changed() => return,
                 change = live.recv() => match change {
                     Ok(change) => {
                         last_version = last_version.max(change.version);
@@ -558,9 +565,6 @@ fn watch(st: &mut State, resource: &str, query: Query, raw_query: &str) -> Respo
                 _ = tick.tick(), if bookmarks => event_line("BOOKMARK", &json!({
                     "apiVersion": api_version, "kind": kind,
                     "metadata": {"resourceVersion": last_version.to_string()}})),
-                () = &mut deadline => return,
-                () = tx.closed() => return,
-                _ = disconnect.changed() => return,
             };
             if tx.send(line).await.is_err() {
                 return;
