@@ -7,10 +7,9 @@ use crate::{
         DB_QUERY_LEN, DB_QUERY_OFFSET, DbSpan, GO_SPAN_DB, GO_SPAN_GRPC_CLIENT,
         GO_SPAN_GRPC_SERVER, GO_SPAN_HTTP_CLIENT, GO_SPAN_HTTP_SERVER, GO_SPAN_RECORD_MAX,
         GRPC_CLIENT_TARGET_OFFSET, GRPC_METHOD_LEN, GRPC_SERVER_METHOD_OFFSET, GRPC_TARGET_LEN,
-        GrpcClientSpan, GrpcServerSpan, HTTP_CLIENT_STRINGS, HTTP_CLIENT_STRINGS_LEN,
-        HTTP_CLIENT_STRINGS_OFFSET, HTTP_SERVER_STRINGS, HTTP_SERVER_STRINGS_LEN,
-        HTTP_SERVER_STRINGS_OFFSET, HttpClientRecord, HttpClientSpan, HttpServerRecord,
-        HttpServerSpan, SpanHeader,
+        GrpcClientSpan, GrpcServerSpan, HTTP_CLIENT_STRINGS, HTTP_CLIENT_STRINGS_OFFSET,
+        HTTP_SERVER_STRINGS, HTTP_SERVER_STRINGS_OFFSET, HttpClientSpan, HttpServerSpan,
+        SpanHeader,
     },
     lifecycle::{
         ARGS_LEN, EXEC_ARGS_OFFSET, ExecRecord, PROCESS_EXEC, PROCESS_EXIT, PROCESS_FORK,
@@ -137,9 +136,22 @@ pub enum GoSpanRecord {
 pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
     let kind = record_kind(bytes)?;
     match kind {
-        GO_SPAN_HTTP_SERVER => decode_http_server(bytes).map(GoSpanRecord::HttpServer),
-        GO_SPAN_HTTP_CLIENT => decode_http_client(bytes).map(GoSpanRecord::HttpClient),
-        GO_SPAN_DB => decode_db(bytes).map(GoSpanRecord::Db),
+        GO_SPAN_HTTP_SERVER => {
+            decode_packed(bytes, kind, HTTP_SERVER_STRINGS_OFFSET, http_server_fields)
+                .map(GoSpanRecord::HttpServer)
+        }
+        GO_SPAN_HTTP_CLIENT => {
+            decode_packed(bytes, kind, HTTP_CLIENT_STRINGS_OFFSET, http_client_fields)
+                .map(GoSpanRecord::HttpClient)
+        }
+        GO_SPAN_DB => read_trimmed(
+            bytes,
+            kind,
+            DB_QUERY_OFFSET,
+            DB_QUERY_LEN,
+            |span: &DbSpan| span.query_len,
+        )
+        .map(GoSpanRecord::Db),
         GO_SPAN_GRPC_SERVER => read_trimmed(
             bytes,
             kind,
@@ -171,43 +183,60 @@ pub fn decode_go_span(bytes: &[u8]) -> Result<GoSpanRecord, DecodeError> {
     }
 }
 
-/// An [`HttpServerSpan`]'s strings as (length, buffer), in `HTTP_SERVER_*` index order.
-fn http_server_strings(span: &mut HttpServerSpan) -> [(&mut u16, &mut [u8]); HTTP_SERVER_STRINGS] {
-    [
-        (&mut span.method_len, &mut span.method),
-        (&mut span.path_len, &mut span.path),
-        (&mut span.host_len, &mut span.host),
-        (&mut span.remote_addr_len, &mut span.remote_addr),
-        (&mut span.proto_len, &mut span.proto),
-        (&mut span.route_len, &mut span.route),
-    ]
+/// The parts of a decoded span that a packed record holds: the header, the status and the
+/// strings as (length, buffer) in the record's index order.
+struct PackedFields<'a, const K: usize> {
+    header: &'a mut SpanHeader,
+    status_code: &'a mut u32,
+    strings: [(&'a mut u16, &'a mut [u8]); K],
 }
 
-/// An [`HttpClientSpan`]'s strings as (length, buffer), in `HTTP_CLIENT_*` index order.
-fn http_client_strings(span: &mut HttpClientSpan) -> [(&mut u16, &mut [u8]); HTTP_CLIENT_STRINGS] {
-    [
-        (&mut span.method_len, &mut span.method),
-        (&mut span.scheme_len, &mut span.scheme),
-        (&mut span.host_len, &mut span.host),
-        (&mut span.path_len, &mut span.path),
-        (&mut span.proto_len, &mut span.proto),
-    ]
+/// An [`HttpServerSpan`]'s packed parts, its strings in `HTTP_SERVER_*` index order.
+fn http_server_fields(span: &mut HttpServerSpan) -> PackedFields<'_, HTTP_SERVER_STRINGS> {
+    PackedFields {
+        header: &mut span.header,
+        status_code: &mut span.status_code,
+        strings: [
+            (&mut span.method_len, &mut span.method),
+            (&mut span.path_len, &mut span.path),
+            (&mut span.host_len, &mut span.host),
+            (&mut span.remote_addr_len, &mut span.remote_addr),
+            (&mut span.proto_len, &mut span.proto),
+            (&mut span.route_len, &mut span.route),
+        ],
+    }
 }
 
-/// The fields of a packed record before its strings.
-struct PackedFixed<const K: usize> {
-    header: SpanHeader,
-    status_code: u32,
-    lens: [u16; K],
+/// An [`HttpClientSpan`]'s packed parts, its strings in `HTTP_CLIENT_*` index order.
+fn http_client_fields(span: &mut HttpClientSpan) -> PackedFields<'_, HTTP_CLIENT_STRINGS> {
+    PackedFields {
+        header: &mut span.header,
+        status_code: &mut span.status_code,
+        strings: [
+            (&mut span.method_len, &mut span.method),
+            (&mut span.scheme_len, &mut span.scheme),
+            (&mut span.host_len, &mut span.host),
+            (&mut span.path_len, &mut span.path),
+            (&mut span.proto_len, &mut span.proto),
+        ],
+    }
 }
 
-/// Reads a packed record's fixed fields, which sit where [`HttpServerRecord`] and
-/// [`HttpClientRecord`] both put them.
-fn read_packed_fixed<const K: usize>(
+/// Where the fixed fields of a packed record sit, the same in both packed records
+/// ([`HttpServerRecord`](crate::go::HttpServerRecord),
+/// [`HttpClientRecord`](crate::go::HttpClientRecord); asserted in `go`): the header, the
+/// status right after it, then the string lengths.
+const PACKED_STATUS_AT: usize = size_of::<SpanHeader>();
+const PACKED_LENS_AT: usize = PACKED_STATUS_AT + 4;
+
+/// Decodes a packed record (fixed fields, then `K` strings back to back from `strings_offset`)
+/// into its span type.
+fn decode_packed<S: aya::Pod, const K: usize>(
     bytes: &[u8],
     kind: u32,
     strings_offset: usize,
-) -> Result<PackedFixed<K>, DecodeError> {
+    fields: fn(&mut S) -> PackedFields<'_, K>,
+) -> Result<S, DecodeError> {
     if bytes.len() < strings_offset {
         return Err(DecodeError::Truncated {
             kind,
@@ -215,27 +244,14 @@ fn read_packed_fixed<const K: usize>(
             need: strings_offset,
         });
     }
-    let header = read_prefix::<SpanHeader>(bytes, kind)?;
-    let at = size_of::<SpanHeader>();
-    let status_code = read_prefix::<u32>(&bytes[at..], kind)?;
-    let lens = read_prefix::<[u16; K]>(&bytes[at + 4..], kind)?;
-    Ok(PackedFixed {
-        header,
-        status_code,
-        lens,
-    })
-}
-
-/// Copies the strings packed after `offset` into their buffers.
-fn unpack_strings<const K: usize>(
-    bytes: &[u8],
-    kind: u32,
-    offset: usize,
-    lens: &[u16; K],
-    fields: [(&mut u16, &mut [u8]); K],
-) -> Result<(), DecodeError> {
-    let mut at = offset;
-    for ((len_field, buffer), &len) in fields.into_iter().zip(lens) {
+    // SAFETY: all-zero bytes are a valid `S: Pod`.
+    let mut span: S = unsafe { core::mem::zeroed() };
+    let parts = fields(&mut span);
+    *parts.header = read_prefix(bytes, kind)?;
+    *parts.status_code = read_prefix(&bytes[PACKED_STATUS_AT..], kind)?;
+    let lens: [u16; K] = read_prefix(&bytes[PACKED_LENS_AT..], kind)?;
+    let mut at = strings_offset;
+    for ((len_field, buffer), len) in parts.strings.into_iter().zip(lens) {
         let n = usize::from(len);
         if n > buffer.len() {
             return Err(DecodeError::StringTooLong {
@@ -255,43 +271,34 @@ fn unpack_strings<const K: usize>(
         *len_field = len;
         at += n;
     }
-    Ok(())
-}
-
-fn decode_http_server(bytes: &[u8]) -> Result<HttpServerSpan, DecodeError> {
-    let kind = GO_SPAN_HTTP_SERVER;
-    let fixed = read_packed_fixed(bytes, kind, HTTP_SERVER_STRINGS_OFFSET)?;
-    // SAFETY: all-zero bytes are a valid HttpServerSpan (plain integers and arrays).
-    let mut span: HttpServerSpan = unsafe { core::mem::zeroed() };
-    span.header = fixed.header;
-    span.status_code = fixed.status_code;
-    let strings = http_server_strings(&mut span);
-    unpack_strings(
-        bytes,
-        kind,
-        HTTP_SERVER_STRINGS_OFFSET,
-        &fixed.lens,
-        strings,
-    )?;
     Ok(span)
 }
 
-fn decode_http_client(bytes: &[u8]) -> Result<HttpClientSpan, DecodeError> {
-    let kind = GO_SPAN_HTTP_CLIENT;
-    let fixed = read_packed_fixed(bytes, kind, HTTP_CLIENT_STRINGS_OFFSET)?;
-    // SAFETY: all-zero bytes are a valid HttpClientSpan.
-    let mut span: HttpClientSpan = unsafe { core::mem::zeroed() };
-    span.header = fixed.header;
-    span.status_code = fixed.status_code;
-    let strings = http_client_strings(&mut span);
-    unpack_strings(
-        bytes,
-        kind,
-        HTTP_CLIENT_STRINGS_OFFSET,
-        &fixed.lens,
-        strings,
-    )?;
-    Ok(span)
+/// The inverse of [`decode_packed`]: `span`'s fixed fields, then its strings back to back
+/// (each cut to its buffer, as the probes cap them).
+fn pack_packed<S: Copy, const K: usize>(
+    span: &S,
+    strings_offset: usize,
+    fields: fn(&mut S) -> PackedFields<'_, K>,
+) -> RecordBytes {
+    let mut span = *span;
+    let parts = fields(&mut span);
+    let mut out = RecordBytes {
+        bytes: [0; GO_SPAN_RECORD_MAX],
+        len: 0,
+    };
+    out.bytes[..PACKED_STATUS_AT].copy_from_slice(bytes_of(parts.header));
+    out.bytes[PACKED_STATUS_AT..PACKED_LENS_AT].copy_from_slice(&parts.status_code.to_ne_bytes());
+    let mut end = strings_offset;
+    for (index, (len, buffer)) in parts.strings.into_iter().enumerate() {
+        let n = usize::from(*len).min(buffer.len());
+        out.bytes[end..end + n].copy_from_slice(&buffer[..n]);
+        let len_at = PACKED_LENS_AT + 2 * index;
+        out.bytes[len_at..len_at + 2].copy_from_slice(&(n as u16).to_ne_bytes());
+        end += n;
+    }
+    out.len = end;
+    out
 }
 
 /// Reads a record that ends after its last field's bytes (`tail_offset` plus the length
@@ -333,33 +340,6 @@ fn read_trimmed<T: aya::Pod>(
     Ok(value)
 }
 
-/// A `DbSpan` record ends after its query.
-fn decode_db(bytes: &[u8]) -> Result<DbSpan, DecodeError> {
-    read_trimmed(
-        bytes,
-        GO_SPAN_DB,
-        DB_QUERY_OFFSET,
-        DB_QUERY_LEN,
-        |span: &DbSpan| span.query_len,
-    )
-}
-
-/// Packs strings into a record's string area in index order; returns the bytes used.
-fn pack_strings<const K: usize>(
-    fields: [(&mut u16, &mut [u8]); K],
-    lens: &mut [u16; K],
-    area: &mut [u8],
-) -> usize {
-    let mut at = 0;
-    for ((len_field, buffer), len) in fields.into_iter().zip(lens) {
-        let n = usize::from(*len_field).min(buffer.len());
-        area[at..at + n].copy_from_slice(&buffer[..n]);
-        *len = n as u16;
-        at += n;
-    }
-    at
-}
-
 /// A record as the probes submit it: at most the largest record's bytes.
 #[derive(Clone, Copy)]
 pub struct RecordBytes {
@@ -387,29 +367,10 @@ impl RecordBytes {
 pub fn pack_go_span(record: &GoSpanRecord) -> RecordBytes {
     match record {
         GoSpanRecord::HttpServer(span) => {
-            let mut packed = HttpServerRecord {
-                header: span.header,
-                status_code: span.status_code,
-                lens: [0; HTTP_SERVER_STRINGS],
-                strings: [0; HTTP_SERVER_STRINGS_LEN],
-            };
-            let mut span = *span;
-            let fields = http_server_strings(&mut span);
-            let used = pack_strings(fields, &mut packed.lens, &mut packed.strings);
-            RecordBytes::of(&packed, HTTP_SERVER_STRINGS_OFFSET + used)
+            pack_packed(span, HTTP_SERVER_STRINGS_OFFSET, http_server_fields)
         }
         GoSpanRecord::HttpClient(span) => {
-            let mut packed = HttpClientRecord {
-                header: span.header,
-                status_code: span.status_code,
-                lens: [0; HTTP_CLIENT_STRINGS],
-                reserved: 0,
-                strings: [0; HTTP_CLIENT_STRINGS_LEN],
-            };
-            let mut span = *span;
-            let fields = http_client_strings(&mut span);
-            let used = pack_strings(fields, &mut packed.lens, &mut packed.strings);
-            RecordBytes::of(&packed, HTTP_CLIENT_STRINGS_OFFSET + used)
+            pack_packed(span, HTTP_CLIENT_STRINGS_OFFSET, http_client_fields)
         }
         GoSpanRecord::Db(span) => {
             let mut span = *span;
@@ -435,6 +396,7 @@ pub fn pack_go_span(record: &GoSpanRecord) -> RecordBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::go::HttpServerRecord;
     use crate::lifecycle::{ARGS_LEN, EXE_LEN};
 
     fn header(kind: u32) -> ProcessHeader {

@@ -494,6 +494,13 @@ const _: () =
     assert!(core::mem::size_of::<HttpClientRecord>() == 104 + 4 + 6 * 2 + HTTP_CLIENT_STRINGS_LEN);
 const _: () = assert!(core::mem::size_of::<HttpServerRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<HttpClientRecord>().is_multiple_of(8));
+// The decoder reads both packed records' fixed fields at the same places.
+const _: () = assert!(
+    core::mem::offset_of!(HttpServerRecord, status_code) == size_of::<SpanHeader>()
+        && core::mem::offset_of!(HttpClientRecord, status_code) == size_of::<SpanHeader>()
+        && core::mem::offset_of!(HttpServerRecord, lens) == size_of::<SpanHeader>() + 4
+        && core::mem::offset_of!(HttpClientRecord, lens) == size_of::<SpanHeader>() + 4
+);
 const _: () = assert!(
     GO_SPAN_RECORD_MAX >= size_of::<HttpClientRecord>()
         && GO_SPAN_RECORD_MAX >= size_of::<DbSpan>()

@@ -115,7 +115,7 @@ fn count(index: u32) {
 const WAKEUP_SHIFT: u64 = 3;
 
 /// Copies the first `len` bytes of a finished span record into `GO_SPANS` (a record ends
-/// after its last string), waking the reader only when the ring is filling up. Every span
+/// after its last string; `len` is bounded by the record's size here), waking the reader only when the ring is filling up. Every span
 /// submit goes through here; a full ring is counted.
 #[inline(always)]
 fn submit_record<T>(record: &T, len: usize) {

@@ -18,11 +18,11 @@ use aya_ebpf::{
 use odiglet_common::go::{
     GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX, GO_LIBRARY_GRPC_CLIENT,
     GO_LIBRARY_GRPC_PROPAGATION, GO_LIBRARY_GRPC_SERVER, GO_OUTGOING_MAX, GO_SPAN_GRPC_CLIENT,
-    GO_SPAN_GRPC_SERVER, GRPC_CLIENT_TARGET_OFFSET, GRPC_METADATA_SCAN_MAX, GRPC_METHOD_LEN,
-    GRPC_SERVER_METHOD_OFFSET, GRPC_STATUS_MAX, GRPC_STATUS_UNKNOWN, GRPC_TARGET_LEN, GoOffsets,
-    GoroutineKey, GrpcClientSpan, GrpcServerSpan, HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE,
-    SPAN_FLAG_ERROR, SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED,
-    SpanContext, connection_key,
+    GO_SPAN_GRPC_SERVER, GRPC_CLIENT_TARGET_OFFSET, GRPC_METADATA_SCAN_MAX,
+    GRPC_SERVER_METHOD_OFFSET, GRPC_STATUS_MAX, GRPC_STATUS_UNKNOWN, GoOffsets, GoroutineKey,
+    GrpcClientSpan, GrpcServerSpan, HPACK_HEADER_FIELD_SIZE, IP_LEN, OFFSET_NONE, SPAN_FLAG_ERROR,
+    SPAN_FLAG_HAS_PARENT, SPAN_FLAG_PARENT_REMOTE, SPAN_FLAG_TRUNCATED, SpanContext,
+    connection_key,
 };
 use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
 
@@ -337,8 +337,10 @@ fn try_server_return(ctx: &ProbeContext) -> Result<(), i32> {
             span.header.flags |= SPAN_FLAG_ERROR;
         }
         // The record ends after the method, its last field.
-        let method_len = usize::from(span.method_len).min(GRPC_METHOD_LEN);
-        submit_record(span, GRPC_SERVER_METHOD_OFFSET + method_len);
+        submit_record(
+            span,
+            GRPC_SERVER_METHOD_OFFSET + usize::from(span.method_len),
+        );
     }
     let _ = GRPC_SERVER_CALLS.remove(key);
     let _ = ACTIVE_SPANS.remove(key);
@@ -439,8 +441,10 @@ fn try_client_return(ctx: &ProbeContext) -> Result<(), i32> {
             };
         }
         // The record ends after the target, its last field.
-        let target_len = usize::from(span.target_len).min(GRPC_TARGET_LEN);
-        submit_record(span, GRPC_CLIENT_TARGET_OFFSET + target_len);
+        submit_record(
+            span,
+            GRPC_CLIENT_TARGET_OFFSET + usize::from(span.target_len),
+        );
     }
     let _ = GRPC_CLIENT_CALLS.remove(key);
     Ok(())

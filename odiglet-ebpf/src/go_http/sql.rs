@@ -11,8 +11,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use odiglet_common::go::{
-    DB_QUERY_LEN, DB_QUERY_OFFSET, DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED,
-    GO_INFLIGHT_MAX, GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
+    DB_QUERY_OFFSET, DbSpan, GO_COUNTER_DOUBLE_ENTRY, GO_COUNTER_READ_FAILED, GO_INFLIGHT_MAX,
+    GO_LIBRARY_SQL, GO_SPAN_DB, GoroutineKey, SPAN_FLAG_DB_EXEC, SPAN_FLAG_ERROR,
     SPAN_FLAG_TRUNCATED,
 };
 use odiglet_ebpf::{go_register, read_go_bytes, read_user_at};
@@ -154,9 +154,9 @@ fn db_return(ctx: &ProbeContext, error_type: u64) -> Result<(), i32> {
         if error_type != 0 {
             span.header.flags |= SPAN_FLAG_ERROR;
         }
-        // The record ends after the query: most statements are far shorter than the buffer.
-        let query_len = usize::from(span.query_len).min(DB_QUERY_LEN);
-        submit_record(span, DB_QUERY_OFFSET + query_len);
+        // The record ends after the query (`submit_record` bounds it by the record's size):
+        // most statements are far shorter than the buffer.
+        submit_record(span, DB_QUERY_OFFSET + usize::from(span.query_len));
     }
     let _ = DB_CALLS.remove(key);
     Ok(())
